@@ -1,0 +1,180 @@
+"""Catalog routes: HTTP in, one service call, HTTP out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+
+from shelfmark.catalog import service
+from shelfmark.catalog.models import Item
+from shelfmark.catalog.schemas import (
+    BibCreate,
+    BibRead,
+    BibUpdate,
+    BranchCreate,
+    BranchRead,
+    BranchUpdate,
+    ItemCreate,
+    ItemRead,
+    ItemStatus,
+    ItemUpdate,
+    MaterialType,
+)
+from shelfmark.deps import ActorDep, SessionDep
+from shelfmark.pagination import Page, PageParams, decode_int_cursor, next_cursor_of, page_params
+
+router = APIRouter(tags=["catalog"])
+PageDep = Annotated[PageParams, Depends(page_params)]
+Id = Annotated[int, Path(ge=1)]
+
+
+def item_read(item: Item) -> ItemRead:
+    return ItemRead(
+        id=item.id, bib_id=item.bib_id, barcode=item.barcode, branch=item.branch.code,
+        shelfmark=item.shelfmark, item_type=item.item_type, status=item.status, price=item.price,
+        last_seen_at=item.last_seen_at, created_at=item.created_at, updated_at=item.updated_at,
+    )  # fmt: skip
+
+
+# --- branches ---------------------------------------------------------------------------
+
+
+@router.get("/branches", response_model=Page[BranchRead])
+async def list_branches(session: SessionDep) -> Page[BranchRead]:
+    """Every branch, by code (a library has few; one page)."""
+    rows = await service.list_branches(session)
+    return Page(items=[BranchRead.model_validate(r) for r in rows])
+
+
+@router.post("/branches", response_model=BranchRead, status_code=status.HTTP_201_CREATED)
+async def create_branch(session: SessionDep, actor: ActorDep, data: BranchCreate) -> BranchRead:
+    branch = await service.create_branch(session, actor=actor, data=data)
+    return BranchRead.model_validate(branch)
+
+
+@router.get("/branches/{branch_id}", response_model=BranchRead)
+async def get_branch(session: SessionDep, branch_id: Id) -> BranchRead:
+    return BranchRead.model_validate(await service.require_branch(session, branch_id))
+
+
+@router.patch("/branches/{branch_id}", response_model=BranchRead)
+async def update_branch(
+    session: SessionDep, actor: ActorDep, branch_id: Id, data: BranchUpdate
+) -> BranchRead:
+    branch = await service.require_branch(session, branch_id)
+    branch = await service.update_branch(session, actor=actor, branch=branch, data=data)
+    return BranchRead.model_validate(branch)
+
+
+@router.delete("/branches/{branch_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_branch(session: SessionDep, actor: ActorDep, branch_id: Id) -> Response:
+    branch = await service.require_branch(session, branch_id)
+    await service.delete_branch(session, actor=actor, branch=branch)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# --- bibs -------------------------------------------------------------------------------
+
+
+@router.get("/bibs", response_model=Page[BibRead])
+async def list_bibs(
+    session: SessionDep,
+    page: PageDep,
+    title: Annotated[str | None, Query(description="Words in the title")] = None,
+    contributor: Annotated[str | None, Query(description="Part of a contributor's name")] = None,
+    isbn: Annotated[str | None, Query(description="ISBN-10 or ISBN-13, any hyphenation")] = None,
+    year_from: Annotated[int | None, Query(ge=0, le=2200)] = None,
+    year_to: Annotated[int | None, Query(ge=0, le=2200)] = None,
+    language: Annotated[str | None, Query(pattern=r"^[a-z]{3}$")] = None,
+    material_type: Annotated[MaterialType | None, Query()] = None,
+    branch: Annotated[str | None, Query(description="Branch code holding a copy")] = None,
+    control_number: Annotated[str | None, Query()] = None,
+) -> Page[BibRead]:
+    filters = service.BibFilters(
+        title=title, contributor=contributor, isbn=isbn, year_from=year_from, year_to=year_to,
+        language=language, material_type=material_type, branch=branch,
+        control_number=control_number,
+    )  # fmt: skip
+    rows = await service.list_bibs(
+        session, filters=filters, limit=page.limit, after_id=decode_int_cursor(page.cursor)
+    )
+    return Page(
+        items=[BibRead.model_validate(r) for r in rows[: page.limit]],
+        next_cursor=next_cursor_of(rows, page.limit),
+    )
+
+
+@router.post("/bibs", response_model=BibRead, status_code=status.HTTP_201_CREATED)
+async def create_bib(session: SessionDep, actor: ActorDep, data: BibCreate) -> BibRead:
+    return BibRead.model_validate(await service.create_bib(session, actor=actor, data=data))
+
+
+@router.get("/bibs/{bib_id}", response_model=BibRead)
+async def get_bib(session: SessionDep, bib_id: Id) -> BibRead:
+    return BibRead.model_validate(await service.require_bib(session, bib_id))
+
+
+@router.patch("/bibs/{bib_id}", response_model=BibRead)
+async def update_bib(session: SessionDep, actor: ActorDep, bib_id: Id, data: BibUpdate) -> BibRead:
+    bib = await service.require_bib(session, bib_id)
+    return BibRead.model_validate(
+        await service.update_bib(session, actor=actor, bib=bib, data=data)
+    )
+
+
+@router.delete("/bibs/{bib_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_bib(session: SessionDep, actor: ActorDep, bib_id: Id) -> Response:
+    bib = await service.require_bib(session, bib_id)
+    await service.delete_bib(session, actor=actor, bib=bib)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# --- items ------------------------------------------------------------------------------
+
+
+@router.get("/items", response_model=Page[ItemRead])
+async def list_items(
+    session: SessionDep,
+    page: PageDep,
+    bib_id: Annotated[int | None, Query(ge=1)] = None,
+    barcode: Annotated[str | None, Query()] = None,
+    branch: Annotated[str | None, Query(description="Branch code")] = None,
+    status: Annotated[ItemStatus | None, Query()] = None,
+    item_type: Annotated[str | None, Query()] = None,
+) -> Page[ItemRead]:
+    filters = service.ItemFilters(
+        bib_id=bib_id, barcode=barcode, branch=branch, status=status, item_type=item_type
+    )
+    rows = await service.list_items(
+        session, filters=filters, limit=page.limit, after_id=decode_int_cursor(page.cursor)
+    )
+    return Page(
+        items=[item_read(r) for r in rows[: page.limit]],
+        next_cursor=next_cursor_of(rows, page.limit),
+    )
+
+
+@router.post("/items", response_model=ItemRead, status_code=status.HTTP_201_CREATED)
+async def create_item(session: SessionDep, actor: ActorDep, data: ItemCreate) -> ItemRead:
+    return item_read(await service.create_item(session, actor=actor, data=data))
+
+
+@router.get("/items/{item_id}", response_model=ItemRead)
+async def get_item(session: SessionDep, item_id: Id) -> ItemRead:
+    return item_read(await service.require_item(session, item_id))
+
+
+@router.patch("/items/{item_id}", response_model=ItemRead)
+async def update_item(
+    session: SessionDep, actor: ActorDep, item_id: Id, data: ItemUpdate
+) -> ItemRead:
+    item = await service.require_item(session, item_id)
+    return item_read(await service.update_item(session, actor=actor, item=item, data=data))
+
+
+@router.delete("/items/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_item(session: SessionDep, actor: ActorDep, item_id: Id) -> Response:
+    item = await service.require_item(session, item_id)
+    await service.delete_item(session, actor=actor, item=item)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,71 @@
+"""Keyset pagination: `limit` and an opaque `cursor` that names the last row seen.
+
+A cursor pages by a strictly increasing key, so rows inserted while a client pages never
+cause duplicates or gaps among the rows that existed when it started.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from typing import Annotated, Any, Generic, TypeVar
+
+import orjson
+from fastapi import Query
+from pydantic import BaseModel
+
+from shelfmark.errors import InvalidInput
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+def encode_cursor(key: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"k": key})).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> Any:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return orjson.loads(raw)["k"]
+    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(
+            "The cursor is not one this server gave out.",
+            errors=[{"field": "cursor", "message": "invalid cursor"}],
+        ) from exc
+
+
+def decode_int_cursor(cursor: str | None) -> int | None:
+    key = decode_cursor(cursor)
+    if key is not None and not isinstance(key, int):
+        raise InvalidInput("The cursor is not one this server gave out.")
+    return key
+
+
+def next_cursor_of(rows: Sequence[Any], limit: int, key: str = "id") -> str | None:
+    """Services fetch limit + 1 rows; the extra one tells that there is a next page."""
+    if len(rows) <= limit:
+        return None
+    return encode_cursor(getattr(rows[limit - 1], key))
+
+
+class PageParams(BaseModel):
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Rows per page")] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+) -> PageParams:
+    return PageParams(limit=limit, cursor=cursor)
