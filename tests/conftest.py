@@ -127,6 +127,7 @@ def app(
     app = create_app(settings)
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker
+    app.state.read_sessionmaker = sessionmaker
     return app
 
 

@@ -3,21 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
+import json
+import sys
+import time
 from enum import StrEnum
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, BinaryIO
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from shelfmark.auth import service as auth_service
 from shelfmark.auth.roles import SYSTEM, Role
-from shelfmark.db import create_engine, create_sessionmaker, session_scope
+from shelfmark.db import (
+    create_engine,
+    create_read_sessionmaker,
+    create_sessionmaker,
+    session_scope,
+)
+from shelfmark.demo.loader import DemoSummary, load_demo
 from shelfmark.errors import ShelfmarkError
+from shelfmark.interop import marc_export
+from shelfmark.interop.marc_import import ImportSummary, import_file
+from shelfmark.interop.marc_read import MarcFileError
 from shelfmark.migrate import upgrade
 from shelfmark.settings import get_settings
 
-app = typer.Typer(help="Shelfmark, a library management system.", no_args_is_help=True)
+app = typer.Typer(
+    help="Shelfmark, a library management system.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 console = Console(stderr=True)
 
 
@@ -87,10 +104,7 @@ def createsuperuser(
     """Create a user with the admin role."""
     username = username or typer.prompt("User name")
     if password is None:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Password (again): ") != password:
-            console.print("[red]The passwords differ.[/red]")
-            raise typer.Exit(1)
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     if len(password) < 8:
         console.print("[red]A password has at least 8 characters.[/red]")
         raise typer.Exit(1)
@@ -112,6 +126,108 @@ def createsuperuser(
         console.print(f"[red]{exc.detail}[/red]")
         raise typer.Exit(1) from exc
     console.print(f"Admin user {username!r} created.")
+
+
+@app.command()
+def demo() -> None:
+    """Load the demo library (real LoC records, three branches, staff logins) if empty."""
+
+    async def run() -> DemoSummary | None:
+        engine = create_engine(get_settings())
+        try:
+            return await load_demo(create_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    summary = asyncio.run(run())
+    if summary is None:
+        console.print("The catalog already has branches: demo data not loaded again.")
+        return
+    console.print(
+        f"Demo library loaded: {summary.catalog.created} titles, {summary.copies} copies at "
+        f"MAIN, EAST and WEST. Staff logins: admin / shelfmark-admin, "
+        f"librarian / shelfmark-librarian (change them before real use)."
+    )
+
+
+@app.command("import-marc")
+def import_marc(
+    file: Annotated[Path, typer.Argument(help="Binary MARC21 (UTF-8 or MARC-8) or MARCXML")],
+    items: Annotated[
+        str | None, typer.Option(help="Branch code: one copy per record that lists none")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary as the last line")
+    ] = False,
+) -> None:
+    """Import a MARC file into the catalog; re-importing updates instead of duplicating."""
+    progress = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} records"),
+        TextColumn("{task.fields[rate]:,.0f} records/s"), TimeElapsedColumn(),
+        console=console, transient=as_json,
+    )  # fmt: skip
+
+    async def run() -> ImportSummary:
+        engine = create_engine(get_settings())
+        started = time.perf_counter()
+        task = progress.add_task(f"Importing {file.name}", total=None, rate=0.0)
+
+        def on_progress(summary: ImportSummary) -> None:
+            rate = summary.read / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, completed=summary.read, rate=rate)
+
+        try:
+            with progress:
+                return await import_file(
+                    create_sessionmaker(engine), file, actor=SYSTEM, items_branch=items,
+                    on_progress=on_progress,
+                )  # fmt: skip
+        finally:
+            await engine.dispose()
+
+    try:
+        summary = asyncio.run(run())
+    except (MarcFileError, ShelfmarkError) as exc:
+        console.print(f"[red]{getattr(exc, 'detail', exc)}[/red]")
+        raise typer.Exit(2) from exc
+    for error in summary.errors[:20]:
+        console.print(f"record {error['index']} ({error['control_number']}): {error['reason']}")
+    console.print(
+        f"{summary.read} read: {summary.created} created, {summary.updated} updated, "
+        f"{summary.unchanged} unchanged, {len(summary.errors)} errors, "
+        f"{summary.items_created} copies created."
+    )
+    if as_json:
+        keys = ("created", "updated", "unchanged", "items_created", "errors", "warnings")
+        print(json.dumps({k: getattr(summary, k) for k in keys}, ensure_ascii=False))  # noqa: T201
+
+
+class ExportFormat(StrEnum):
+    MARC = "marc"
+    XML = "xml"
+
+
+@app.command("export-marc")
+def export_marc(
+    out: Annotated[Path, typer.Argument(help="File to write ('-' for standard output)")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="marc or xml")] = ExportFormat.MARC,
+) -> None:
+    """Export the whole catalog as MARC21 or MARCXML, streamed with constant memory."""
+
+    async def run(stream: BinaryIO) -> int:
+        engine = create_engine(get_settings())
+        try:
+            async with create_read_sessionmaker(engine)() as session:
+                return await marc_export.export_to(session, stream, fmt.value)
+        finally:
+            await engine.dispose()
+
+    if str(out) == "-":
+        count = asyncio.run(run(sys.stdout.buffer))
+    else:
+        with out.open("wb") as stream:
+            count = asyncio.run(run(stream))
+    console.print(f"{count} records exported.")
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from shelfmark.catalog.schemas import (
     ItemUpdate,
     MaterialType,
 )
-from shelfmark.deps import ActorDep, SessionDep
+from shelfmark.deps import ActorDep, ReadSessionDep, SessionDep
 from shelfmark.pagination import Page, PageParams, decode_int_cursor, next_cursor_of, page_params
 
 router = APIRouter(tags=["catalog"])
@@ -41,7 +41,7 @@ def item_read(item: Item) -> ItemRead:
 
 
 @router.get("/branches", response_model=Page[BranchRead])
-async def list_branches(session: SessionDep) -> Page[BranchRead]:
+async def list_branches(session: ReadSessionDep) -> Page[BranchRead]:
     """Every branch, by code (a library has few; one page)."""
     rows = await service.list_branches(session)
     return Page(items=[BranchRead.model_validate(r) for r in rows])
@@ -54,7 +54,7 @@ async def create_branch(session: SessionDep, actor: ActorDep, data: BranchCreate
 
 
 @router.get("/branches/{branch_id}", response_model=BranchRead)
-async def get_branch(session: SessionDep, branch_id: Id) -> BranchRead:
+async def get_branch(session: ReadSessionDep, branch_id: Id) -> BranchRead:
     return BranchRead.model_validate(await service.require_branch(session, branch_id))
 
 
@@ -79,7 +79,7 @@ async def delete_branch(session: SessionDep, actor: ActorDep, branch_id: Id) -> 
 
 @router.get("/bibs", response_model=Page[BibRead])
 async def list_bibs(
-    session: SessionDep,
+    session: ReadSessionDep,
     page: PageDep,
     title: Annotated[str | None, Query(description="Words in the title")] = None,
     contributor: Annotated[str | None, Query(description="Part of a contributor's name")] = None,
@@ -111,8 +111,8 @@ async def create_bib(session: SessionDep, actor: ActorDep, data: BibCreate) -> B
 
 
 @router.get("/bibs/{bib_id}", response_model=BibRead)
-async def get_bib(session: SessionDep, bib_id: Id) -> BibRead:
-    return BibRead.model_validate(await service.require_bib(session, bib_id))
+async def get_bib(session: ReadSessionDep, bib_id: Id) -> BibRead:
+    return BibRead.model_validate(dict(await service.read_bib(session, bib_id)))
 
 
 @router.patch("/bibs/{bib_id}", response_model=BibRead)
@@ -135,7 +135,7 @@ async def delete_bib(session: SessionDep, actor: ActorDep, bib_id: Id) -> Respon
 
 @router.get("/items", response_model=Page[ItemRead])
 async def list_items(
-    session: SessionDep,
+    session: ReadSessionDep,
     page: PageDep,
     bib_id: Annotated[int | None, Query(ge=1)] = None,
     barcode: Annotated[str | None, Query()] = None,
@@ -161,7 +161,7 @@ async def create_item(session: SessionDep, actor: ActorDep, data: ItemCreate) ->
 
 
 @router.get("/items/{item_id}", response_model=ItemRead)
-async def get_item(session: SessionDep, item_id: Id) -> ItemRead:
+async def get_item(session: ReadSessionDep, item_id: Id) -> ItemRead:
     return item_read(await service.require_item(session, item_id))
 
 

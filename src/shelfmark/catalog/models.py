@@ -2,9 +2,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Numeric, SmallInteger, String, Text
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    Numeric,
+    SmallInteger,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shelfmark.db import Base, BigId, JSONType, UTCDateTime, utcnow
@@ -56,8 +64,8 @@ class Bib(Base):
     description: Mapped[str | None] = mapped_column(Text)
     material_type: Mapped[str] = mapped_column(String(32), default="book", index=True)
     control_number: Mapped[str | None] = mapped_column(String(64), unique=True)
-    # The whole source MARC record (MARC-in-JSON), so that an export gives back every field.
-    marc: Mapped[dict[str, Any] | None] = mapped_column(JSONType, deferred=True)
+    # The whole source record as UTF-8 MARC21, so that an export gives back every field.
+    marc: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -7,12 +7,12 @@ unique index becomes the domain error, so two concurrent writers cannot both win
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, String, cast, delete, exists, func, select
+from sqlalchemy import Select, String, bindparam, cast, delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
@@ -39,6 +39,7 @@ from shelfmark.catalog.schemas import (
     ItemCreate,
     ItemUpdate,
 )
+from shelfmark.db import fetch_mappings
 from shelfmark.errors import Conflict
 
 BIB_FIELDS = (
@@ -186,6 +187,18 @@ async def list_bibs(
     if after_id is not None:
         query = query.where(Bib.id > after_id)
     return (await session.scalars(query)).all()
+
+
+_BIB_READ_COLUMNS = [c for c in Bib.__table__.c if c.name not in {"marc", "fingerprint"}]
+_BIB_BY_ID = select(*_BIB_READ_COLUMNS).where(Bib.id == bindparam("bib_id"))
+
+
+async def read_bib(session: AsyncSession, bib_id: int) -> Mapping[str, Any]:
+    """The public fields of a bib record, by the hot-read path (the OPAC's busiest query)."""
+    rows = await fetch_mappings(session, _BIB_BY_ID, {"bib_id": bib_id})
+    if not rows:
+        raise BibNotFound(f"There is no bib record with id {bib_id}.")
+    return rows[0]
 
 
 async def get_bib(session: AsyncSession, bib_id: int) -> Bib | None:

@@ -1,0 +1,95 @@
+"""Read throughput of the API against its own ceiling, on PostgreSQL.
+
+    .venv/bin/python bench/api_read.py [--seconds 10] [--servers granian,uvicorn]
+
+Serves Shelfmark (one process) on a fresh PostgreSQL database with 5,000 bibs and measures,
+with wrk on loopback, requests/s and latency for GET /healthz (the ceiling: the same server
+doing no database work), GET /api/v1/bibs/{id} (random ids) and GET /api/v1/bibs?limit=50.
+Prints each as a ratio of the ceiling. Goals (issue 3): a bib by id ≥ 30 % of the ceiling,
+a page of 50 ≥ 15 %, p99 ≤ 5 x p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+from pathlib import Path
+
+from _common import fresh_database, served, wrk
+from sqlalchemy import insert
+
+from shelfmark.catalog.models import Bib
+from shelfmark.db import create_engine
+from shelfmark.migrate import upgrade
+from shelfmark.settings import Settings
+
+BIBS = 5_000
+PORT = 8765
+
+
+async def seed(url: str, home: Path) -> None:
+    engine = create_engine(Settings(shelfmark_home=home, database_url=url, secret_key="bench"))
+    await upgrade(engine)
+    rows = [
+        {
+            "title": f"Benchmark title {n}",
+            "subtitle": "a study in throughput",
+            "contributors": [{"name": f"Author {n % 97}", "role": "author"}],
+            "isbns": [],
+            "subjects": ["Benchmarks", f"Topic {n % 13}"],
+            "series": [],
+            "publication_year": 1900 + n % 120,
+            "language": "eng",
+            "material_type": "book",
+            "description": "Lorem ipsum " * 10,
+        }
+        for n in range(BIBS)
+    ]
+    async with engine.begin() as connection:
+        await connection.execute(insert(Bib), rows)
+    await engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--servers", default="granian,uvicorn")
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="shelfmark-bench-"))
+    url = fresh_database("shelfmark_bench_api")
+    asyncio.run(seed(url.replace("postgresql://", "postgresql+asyncpg://"), home))
+    script = home / "random_bib.lua"
+    script.write_text(
+        f"math.randomseed(42)\nrequest = function()\n"
+        f'  return wrk.format("GET", "/api/v1/bibs/" .. math.random(1, {BIBS}))\nend\n'
+    )
+
+    print(
+        f"{'server':8} {'route':28} {'req/s':>9} {'ratio':>7} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'p99/p50':>8} {'errors':>6}"
+    )
+    for server in args.servers.split(","):
+        with served(url, server=server, port=PORT, home=home) as base:
+            wrk(base + "/healthz", seconds=2, connections=args.connections)  # warm up
+            ceiling = wrk(base + "/healthz", seconds=args.seconds, connections=args.connections)
+            cases = [
+                ("GET /healthz (ceiling)", ceiling),
+                ("GET /api/v1/bibs/{id}", wrk(base, seconds=args.seconds,
+                                               connections=args.connections, script=script)),
+                ("GET /api/v1/bibs?limit=50", wrk(base + "/api/v1/bibs?limit=50",
+                                                  seconds=args.seconds,
+                                                  connections=args.connections)),
+            ]  # fmt: skip
+            for route, result in cases:
+                print(
+                    f"{server:8} {route:28} {result.rps:9.0f} {result.rps / ceiling.rps:7.1%} "
+                    f"{result.p50_ms:8.2f} {result.p99_ms:8.2f} "
+                    f"{result.p99_ms / result.p50_ms:8.1f} {result.errors:6d}"
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,383 @@
+"""Import MARC21 into the catalog: batched, matched, never duplicating, never half-written.
+
+A record matches an existing bib by control number (001+003), else by ISBN, else by the
+fingerprint of its normalised fields — the last two only where one side has no control
+number, because two records with different control numbers are different records even when
+they share an ISBN (volumes of a set do). A matched record whose fields are all the same is
+`unchanged`; otherwise the bib is `updated`. Unreadable records are reported by position and
+skipped. Each batch is one transaction: a failure mid-file leaves whole batches behind, and
+a re-import picks up where it stopped without duplicating anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shelfmark.audit import service as audit
+from shelfmark.auth.roles import Actor, require_staff
+from shelfmark.catalog.models import Bib, BibIsbn, Branch, Item
+from shelfmark.catalog.service import require_branch_by_code
+from shelfmark.db import session_scope, utcnow
+from shelfmark.interop.marc_map import BibData, HoldingData, map_holdings, map_record
+from shelfmark.interop.marc_read import ReadResult, iter_marc
+
+BATCH_SIZE = 500
+GENERATED_BARCODE_PREFIX = "SM"
+# Fields compared to tell `unchanged` from `updated`, and written on update.
+_FIELDS = (
+    "title", "subtitle", "contributors", "isbns", "publisher", "publication_year", "edition",
+    "language", "subjects", "series", "description", "material_type", "control_number",
+    "marc", "fingerprint",
+)  # fmt: skip
+
+
+@dataclass
+class ImportSummary:
+    read: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    items_created: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    index: int
+    values: dict[str, Any]
+    holdings: tuple[HoldingData, ...]
+
+
+def bib_values(data: BibData, marc: bytes | None) -> dict[str, Any]:
+    """The row of `bibs` that a mapped record (and its UTF-8 MARC21 bytes) becomes."""
+    return {
+        "title": data.title,
+        "subtitle": data.subtitle,
+        "contributors": [{"name": c.name, "role": c.role} for c in data.contributors],
+        "isbns": list(data.isbns),
+        "publisher": data.publisher,
+        "publication_year": data.publication_year,
+        "edition": data.edition,
+        "language": data.language,
+        "subjects": list(data.subjects),
+        "series": list(data.series),
+        "description": data.description,
+        "material_type": data.material_type or "book",
+        "control_number": data.control_number,
+        "marc": marc,
+        "fingerprint": data.fingerprint(),
+    }
+
+
+def _map(results: Sequence[ReadResult], summary: ImportSummary) -> list[_Incoming]:
+    incoming: list[_Incoming] = []
+    for result in results:
+        summary.read += 1
+        if result.record is None:
+            summary.errors.append(
+                {"index": result.index, "control_number": result.control_number,
+                 "reason": result.error or "unreadable record"}
+            )  # fmt: skip
+            continue
+        try:
+            data = map_record(result.record)
+            holdings = map_holdings(result.record)
+        except Exception as exc:  # one bad record never stops a file
+            summary.errors.append(
+                {"index": result.index, "control_number": result.control_number,
+                 "reason": f"cannot map the record: {exc}"}
+            )  # fmt: skip
+            continue
+        for warning in (*result.warnings, *data.warnings):
+            summary.warnings.append(
+                {"index": result.index, "control_number": data.control_number, "reason": warning}
+            )
+        incoming.append(_Incoming(result.index, bib_values(data, result.marc21()), holdings))
+    return incoming
+
+
+class _Matcher:
+    """Finds the bib a record is a new version of, among stored and earlier batch records."""
+
+    def __init__(self) -> None:
+        self.by_control: dict[str, int] = {}
+        self.by_isbn: dict[str, int] = {}
+        self.by_fingerprint: dict[str, int] = {}
+        self.control_of: dict[int, str | None] = {}
+
+    async def load(self, session: AsyncSession, incoming: Sequence[_Incoming]) -> None:
+        controls = {i.values["control_number"] for i in incoming} - {None}
+        isbns = {isbn for i in incoming for isbn in i.values["isbns"]}
+        prints = {i.values["fingerprint"] for i in incoming}
+        if controls:
+            rows = await session.execute(
+                select(Bib.id, Bib.control_number).where(Bib.control_number.in_(controls))
+            )
+            for bib_id, control in rows:
+                self.remember(bib_id, control=control)
+        if isbns:
+            isbn_rows = await session.execute(
+                select(BibIsbn.bib_id, BibIsbn.isbn, Bib.control_number)
+                .join(Bib, Bib.id == BibIsbn.bib_id)
+                .where(BibIsbn.isbn.in_(isbns))
+                .order_by(BibIsbn.bib_id)
+            )
+            for bib_id, isbn, control in isbn_rows:
+                self.remember(bib_id, control=control, isbns=[isbn])
+        print_rows = await session.execute(
+            select(Bib.id, Bib.fingerprint, Bib.control_number)
+            .where(Bib.fingerprint.in_(prints))
+            .order_by(Bib.id)
+        )
+        for bib_id, fingerprint, control in print_rows:
+            self.remember(bib_id, control=control, fingerprint=fingerprint)
+
+    def remember(
+        self, bib_id: int, *, control: str | None, isbns: Iterable[str] = (),
+        fingerprint: str | None = None,
+    ) -> None:  # fmt: skip
+        self.control_of[bib_id] = control
+        if control:
+            self.by_control.setdefault(control, bib_id)
+        for isbn in isbns:
+            self.by_isbn.setdefault(isbn, bib_id)
+        if fingerprint:
+            self.by_fingerprint.setdefault(fingerprint, bib_id)
+
+    def match(self, values: dict[str, Any]) -> int | None:
+        control = values["control_number"]
+        if control and control in self.by_control:
+            return self.by_control[control]
+        candidates = [self.by_isbn.get(isbn) for isbn in values["isbns"]]
+        candidates.append(self.by_fingerprint.get(values["fingerprint"]))
+        for bib_id in candidates:
+            if bib_id is None:
+                continue
+            stored = self.control_of.get(bib_id)
+            if not control or not stored or stored == control:
+                return bib_id
+        return None
+
+
+async def import_batch(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    results: Sequence[ReadResult],
+    summary: ImportSummary,
+    items_branch: str | None = None,
+    matcher: _Matcher | None = None,
+) -> None:
+    """Import one batch of read records in the session's transaction (the caller commits)."""
+    require_staff(actor)
+    incoming = _map(results, summary)
+    if not incoming:
+        return
+    matcher = matcher or _Matcher()
+    await matcher.load(session, incoming)
+
+    new_rows: list[_Incoming] = []
+    changed: dict[int, _Incoming] = {}
+    for record in incoming:
+        bib_id = matcher.match(record.values)
+        if bib_id is None:
+            new_rows.append(record)
+            # A later record of the same batch must match this one: a negative id stands in.
+            matcher.remember(
+                -len(new_rows), control=record.values["control_number"],
+                isbns=record.values["isbns"], fingerprint=record.values["fingerprint"],
+            )  # fmt: skip
+        elif bib_id < 0:
+            summary.unchanged += 1  # the same record twice in one file
+        else:
+            changed[bib_id] = record
+
+    await _apply_updates(session, changed, summary)
+    created = await _insert_new(session, new_rows)
+    summary.created += len(created)
+    await _insert_items(session, created, summary, items_branch)
+
+
+async def _apply_updates(
+    session: AsyncSession, changed: dict[int, _Incoming], summary: ImportSummary
+) -> None:
+    if not changed:
+        return
+    columns = [getattr(Bib, name) for name in _FIELDS]
+    stored = {
+        row.id: row._mapping
+        for row in await session.execute(select(Bib.id, *columns).where(Bib.id.in_(changed)))
+    }
+    updates = []
+    for bib_id, record in changed.items():
+        old = stored[bib_id]
+        if all(old[name] == record.values[name] for name in _FIELDS):
+            summary.unchanged += 1
+        else:
+            updates.append({"id": bib_id, **record.values, "updated_at": utcnow()})
+    if updates:
+        await session.execute(update(Bib), updates)
+        await _index_isbns(session, [(u["id"], u["isbns"]) for u in updates], replace=True)
+        summary.updated += len(updates)
+
+
+async def _insert_new(
+    session: AsyncSession, new_rows: Sequence[_Incoming]
+) -> list[tuple[int, _Incoming]]:
+    if not new_rows:
+        return []
+    now = utcnow()
+    ids = await _allocate_ids(session, len(new_rows))
+    rows = [
+        {**r.values, "id": bib_id, "created_at": now, "updated_at": now}
+        for bib_id, r in zip(ids, new_rows, strict=True)
+    ]
+    await session.execute(insert(Bib), rows)
+    created = list(zip(ids, new_rows, strict=True))
+    await _index_isbns(session, [(bib_id, r.values["isbns"]) for bib_id, r in created])
+    return created
+
+
+async def _allocate_ids(session: AsyncSession, count: int) -> list[int]:
+    """Ids for `count` new bibs, taken before the insert so that it can be one executemany.
+
+    (INSERT … RETURNING in parameter order made SQLAlchemy send one statement per row on
+    SQLite: 8 of the 17 seconds of a 10,000-record import.) PostgreSQL hands out the ids from
+    the table's sequence; SQLite, which has one writer at a time, continues from the largest
+    id once this transaction holds the write lock.
+    """
+    if session.bind is not None and session.get_bind().dialect.name == "postgresql":
+        sequence = select(func.nextval(func.pg_get_serial_sequence("bibs", "id"))).select_from(
+            func.generate_series(1, count)
+        )
+        return list((await session.scalars(sequence)).all())
+    # A write that changes nothing still takes SQLite's write lock, so that no other writer
+    # can take the same ids between the SELECT and the INSERT.
+    await session.execute(update(Bib).where(Bib.id == -1).values(title=Bib.title))
+    start = (await session.scalar(select(func.max(Bib.id)))) or 0
+    return list(range(start + 1, start + 1 + count))
+
+
+async def _index_isbns(
+    session: AsyncSession, pairs: Sequence[tuple[int, list[str]]], *, replace: bool = False
+) -> None:
+    if replace:
+        await session.execute(
+            delete(BibIsbn).where(BibIsbn.bib_id.in_([bib_id for bib_id, _ in pairs]))
+        )
+    rows = [{"bib_id": bib_id, "isbn": isbn} for bib_id, isbns in pairs for isbn in isbns]
+    if rows:
+        await session.execute(insert(BibIsbn), rows)
+
+
+async def _insert_items(
+    session: AsyncSession,
+    created: Sequence[tuple[int, _Incoming]],
+    summary: ImportSummary,
+    items_branch: str | None,
+) -> None:
+    """Copies for newly created bibs: from 952/852, or one generated copy per record at
+    `items_branch` when the record describes none."""
+    if not created:
+        return
+    branches = dict((await session.execute(select(Branch.code, Branch.id))).all())
+    copies: list[tuple[_Incoming, HoldingData]] = []
+    bib_of: dict[int, int] = {}
+    for bib_id, record in created:
+        holdings = record.holdings
+        if not holdings and items_branch:
+            barcode = f"{GENERATED_BARCODE_PREFIX}{bib_id:09d}"
+            holdings = (HoldingData(barcode, items_branch, None, None, None),)
+        for holding in holdings:
+            bib_of[id(holding)] = bib_id
+            copies.append((record, holding))
+    barcodes = {h.barcode for _, h in copies if h.barcode}
+    taken: set[str] = set()
+    if barcodes:
+        query = select(Item.barcode).where(Item.barcode.in_(barcodes))
+        taken = set((await session.scalars(query)).all())
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for record, holding in copies:
+        problem = _holding_problem(holding, branches, taken)
+        if problem:
+            summary.warnings.append({
+                "index": record.index, "control_number": record.values["control_number"],
+                "reason": problem,
+            })  # fmt: skip
+            continue
+        assert holding.barcode is not None
+        assert holding.branch is not None
+        taken.add(holding.barcode)
+        rows.append({
+            "bib_id": bib_of[id(holding)], "barcode": holding.barcode,
+            "branch_id": branches[holding.branch], "shelfmark": holding.call_number,
+            "item_type": holding.item_type or "book", "price": holding.price,
+            "status": "available", "created_at": now, "updated_at": now,
+        })  # fmt: skip
+    if rows:
+        await session.execute(insert(Item), rows)
+        summary.items_created += len(rows)
+
+
+def _holding_problem(holding: HoldingData, branches: dict[str, int], taken: set[str]) -> str | None:
+    if not holding.barcode:
+        return "a copy without a barcode was skipped"
+    if holding.barcode in taken:
+        return f"barcode {holding.barcode!r} is already in use; that copy was skipped"
+    if not holding.branch or holding.branch not in branches:
+        return f"copy {holding.barcode!r} names an unknown branch {holding.branch!r}; skipped"
+    return None
+
+
+def batched(results: Iterator[ReadResult], size: int) -> Iterator[list[ReadResult]]:
+    while batch := list(itertools.islice(results, size)):
+        yield batch
+
+
+async def import_file(
+    maker: async_sessionmaker[AsyncSession],
+    source: Path | BinaryIO,
+    *,
+    actor: Actor,
+    items_branch: str | None = None,
+    on_progress: Callable[[ImportSummary], None] | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> ImportSummary:
+    """Stream a MARC file into the catalog, one transaction per batch; audited once.
+
+    Raises MarcFileError (before writing anything) when the file cannot be read as MARC,
+    and BranchNotFound when `items_branch` names no branch.
+    """
+    require_staff(actor)
+    if items_branch:
+        async with session_scope(maker) as session:
+            await require_branch_by_code(session, items_branch)
+    summary = ImportSummary()
+    for batch in batched(iter_marc(source), batch_size):
+        async with session_scope(maker) as session:
+            await import_batch(
+                session, actor=actor, results=batch, summary=summary, items_branch=items_branch
+            )
+        if on_progress:
+            on_progress(summary)
+    async with session_scope(maker) as session:
+        name = source.name if isinstance(source, Path) else getattr(source, "name", "upload")
+        await audit.record(
+            session, actor=actor, action="marc.import", object_type="import", object_id=None,
+            changes={"file": str(name), "read": summary.read, "created": summary.created,
+                     "updated": summary.updated, "unchanged": summary.unchanged,
+                     "items_created": summary.items_created, "errors": len(summary.errors)},
+        )  # fmt: skip
+    return summary
