@@ -53,9 +53,10 @@ class Metrics:
 class MetricsMiddleware:
     """Pure ASGI (no BaseHTTPMiddleware): it sits on every request's path."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.prefixes = prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,8 +74,18 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
+            template = self._template(scope)
             method = scope["method"]
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+
+    def _template(self, scope: Scope) -> str:
+        """The route's path template: one label per route, whatever the ids in the URL."""
+        template = getattr(scope.get("route"), "path", None)
+        if template is None:
+            return "<unmatched>"
+        # A router included with a prefix reports its own paths without the prefix.
+        for prefix in self.prefixes:
+            if scope["path"].startswith(prefix + "/") and not template.startswith(prefix + "/"):
+                return f"{prefix}{template}"
+        return str(template)
