@@ -19,6 +19,7 @@ from shelfmark.interop.api import router as marc_router
 from shelfmark.logging import configure_logging
 from shelfmark.metrics import Metrics, MetricsMiddleware
 from shelfmark.settings import Settings, get_settings
+from shelfmark.web.pages import install_web
 
 API_PREFIX = "/api/v1"
 
@@ -67,9 +68,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: sees all
+    app.add_middleware(
+        MetricsMiddleware, metrics=app.state.metrics, prefixes=(API_PREFIX,)
+    )  # outermost: sees all
     install_handlers(app)
     install_docs(app)
+    install_web(app, settings)
     app.include_router(health_router)
     # Included one by one rather than through a parent router: each level of nesting costs
     # route matching time on every request.

@@ -151,7 +151,22 @@ _HTTP_CODES: dict[int, tuple[str, str]] = {
 }
 
 
+def _page(
+    request: Request, status: int, title: str, detail: str, error: ShelfmarkError | None
+) -> Response | None:
+    """The error as an HTML page when a browser asked for a page (the web installs this)."""
+    wants_html = getattr(request.app.state, "wants_html", None)
+    if wants_html is None or not wants_html(request):
+        return None
+    page: Response = request.app.state.html_error(request, status, title, detail, error)
+    return page
+
+
 def problem_response(error: ShelfmarkError, request: Request) -> Response:
+    """The error as problem+json, or as a page for a browser on a page (see shelfmark.web)."""
+    page = _page(request, error.status, error.title, error.detail, error)
+    if page is not None:
+        return page
     return ProblemResponse(
         error.problem(instance=request.url.path), status_code=error.status, headers=error.headers
     )
@@ -184,6 +199,9 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     code, title = _HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
     headers = dict(exc.headers) if exc.headers else None
     error = ShelfmarkError(str(exc.detail) if exc.detail else title, headers=headers)
+    page = _page(request, exc.status_code, title, error.detail, None)
+    if page is not None:
+        return page
     body = error.problem(instance=request.url.path) | {
         "type": PROBLEM_BASE + code,
         "title": title,

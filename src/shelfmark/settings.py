@@ -24,10 +24,17 @@ class Settings(BaseSettings):
     secret_key: str = Field(default="", description="Default: generated, kept in SHELFMARK_HOME")
     sip2_port: int = 6001
     log_format: str = "text"
+    secure_cookies: bool = Field(default=False, description="Send cookies over HTTPS only")
     access_token_minutes: int = 60 * 12
     db_pool_size: int = 10
     db_max_overflow: int = 10
     db_echo: bool = False
+    # Background jobs. A running job reports progress at least this often; one silent for
+    # longer is presumed dead (its worker was killed) and is queued again by the sweep.
+    job_stale_seconds: int = Field(default=300, ge=1)
+    # How many times a job may be started (worker deaths, transient errors) before it fails.
+    job_max_attempts: int = Field(default=3, ge=1)
+    upload_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="Largest upload")
 
     @field_validator("redis_url", "broker_url", "smtp_url", mode="before")
     @classmethod
