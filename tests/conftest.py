@@ -19,6 +19,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from shelfmark.admin import bind_admin
 from shelfmark.app import create_app
 from shelfmark.db import create_engine
 from shelfmark.migrate import upgrade
@@ -122,12 +123,16 @@ async def session(
 
 @pytest.fixture
 def app(
-    settings: Settings, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+    settings: Settings,
+    engine: AsyncEngine,
+    connection: AsyncConnection,
+    sessionmaker: async_sessionmaker[AsyncSession],
 ) -> FastAPI:
     app = create_app(settings)
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker
     app.state.read_sessionmaker = sessionmaker
+    bind_admin(app, connection, join_transaction_mode="create_savepoint")
     return app
 
 

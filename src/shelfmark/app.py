@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from shelfmark import __version__
+from shelfmark.admin import bind_admin, install_admin
 from shelfmark.audit.api import router as audit_router
 from shelfmark.auth.api import router as auth_router
 from shelfmark.catalog.api import router as catalog_router
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.engine = create_engine(settings)
             app.state.sessionmaker = create_sessionmaker(app.state.engine)
             app.state.read_sessionmaker = create_read_sessionmaker(app.state.engine)
+            bind_admin(app, app.state.engine)
         try:
             yield
         finally:
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     install_docs(app)
     install_web(app, settings)
+    install_admin(app)
     app.include_router(health_router)
     # Included one by one rather than through a parent router: each level of nesting costs
     # route matching time on every request.
