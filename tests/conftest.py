@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from shelfmark.admin import bind_admin
 from shelfmark.app import create_app
+from shelfmark.cache import SESSION_KEY as CACHE_KEY
 from shelfmark.db import create_engine
 from shelfmark.migrate import upgrade
 from shelfmark.settings import Settings
@@ -130,6 +131,8 @@ def app(
 ) -> FastAPI:
     app = create_app(settings)
     app.state.engine = engine
+    # The app's sessions invalidate its cache after commit, as in production.
+    sessionmaker.configure(info={CACHE_KEY: app.state.cache})
     app.state.sessionmaker = sessionmaker
     app.state.read_sessionmaker = sessionmaker
     bind_admin(app, connection, join_transaction_mode="create_savepoint")

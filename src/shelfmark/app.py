@@ -11,6 +11,8 @@ from shelfmark import __version__
 from shelfmark.admin import bind_admin, install_admin
 from shelfmark.audit.api import router as audit_router
 from shelfmark.auth.api import router as auth_router
+from shelfmark.cache import SESSION_KEY as CACHE_KEY
+from shelfmark.cache import create_cache
 from shelfmark.catalog.api import router as catalog_router
 from shelfmark.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from shelfmark.docs import install_docs
@@ -50,12 +52,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         owns_engine = getattr(app.state, "engine", None) is None
         if owns_engine:
             app.state.engine = create_engine(settings)
-            app.state.sessionmaker = create_sessionmaker(app.state.engine)
+            app.state.sessionmaker = create_sessionmaker(
+                app.state.engine, info={CACHE_KEY: app.state.cache}
+            )
             app.state.read_sessionmaker = create_read_sessionmaker(app.state.engine)
             bind_admin(app, app.state.engine)
         try:
             yield
         finally:
+            await app.state.cache.close()
             if owns_engine:
                 await app.state.engine.dispose()
                 app.state.engine = None
@@ -70,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.cache = create_cache(settings.redis_url)
     app.add_middleware(
         MetricsMiddleware, metrics=app.state.metrics, prefixes=(API_PREFIX,)
     )  # outermost: sees all

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
+from shelfmark.cache import Cache, bib_key, cached
 from shelfmark.catalog import service
 from shelfmark.catalog.models import Item
 from shelfmark.catalog.schemas import (
@@ -23,6 +24,7 @@ from shelfmark.catalog.schemas import (
 )
 from shelfmark.deps import ActorDep, ReadSessionDep, SessionDep
 from shelfmark.pagination import Page, PageParams, decode_int_cursor, next_cursor_of, page_params
+from shelfmark.responses import etagged
 
 router = APIRouter(tags=["catalog"])
 PageDep = Annotated[PageParams, Depends(page_params)]
@@ -110,9 +112,22 @@ async def create_bib(session: SessionDep, actor: ActorDep, data: BibCreate) -> B
     return BibRead.model_validate(await service.create_bib(session, actor=actor, data=data))
 
 
-@router.get("/bibs/{bib_id}", response_model=BibRead)
-async def get_bib(session: ReadSessionDep, bib_id: Id) -> BibRead:
-    return BibRead.model_validate(dict(await service.read_bib(session, bib_id)))
+@router.get(
+    "/bibs/{bib_id}",
+    response_model=BibRead,
+    responses={304: {"description": "Not modified (If-None-Match)"}},
+)
+async def get_bib(request: Request, bib_id: Id) -> Response:
+    """A bib record; cached, with an ETag (send If-None-Match to get 304 when unchanged)."""
+    cache: Cache = request.app.state.cache
+    key, body = await cached(cache, bib_key(bib_id))
+    if body is None:
+        # The session is opened only on a miss: a cache hit touches no database at all.
+        async with request.app.state.read_sessionmaker() as session:
+            row = await service.read_bib(session, bib_id)
+        body = BibRead.model_validate(dict(row)).model_dump_json().encode()
+        await cache.set(key, body)
+    return etagged(request, body)
 
 
 @router.patch("/bibs/{bib_id}", response_model=BibRead)
@@ -160,9 +175,15 @@ async def create_item(session: SessionDep, actor: ActorDep, data: ItemCreate) ->
     return item_read(await service.create_item(session, actor=actor, data=data))
 
 
-@router.get("/items/{item_id}", response_model=ItemRead)
-async def get_item(session: ReadSessionDep, item_id: Id) -> ItemRead:
-    return item_read(await service.require_item(session, item_id))
+@router.get(
+    "/items/{item_id}",
+    response_model=ItemRead,
+    responses={304: {"description": "Not modified (If-None-Match)"}},
+)
+async def get_item(request: Request, session: ReadSessionDep, item_id: Id) -> Response:
+    """An item, with an ETag (send If-None-Match to get 304 when unchanged)."""
+    item = item_read(await service.require_item(session, item_id))
+    return etagged(request, item.model_dump_json().encode())
 
 
 @router.patch("/items/{item_id}", response_model=ItemRead)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import joinedload
 
 from shelfmark.audit import service as audit
 from shelfmark.auth.roles import Actor, require_staff
+from shelfmark.cache import bib_key, invalidate
 from shelfmark.catalog import isbn as isbn_rules
 from shelfmark.catalog.errors import (
     BarcodeTaken,
@@ -262,6 +263,7 @@ async def update_bib(
     if "isbns" in values:
         await _index_isbns(session, bib)
         await session.flush()
+    invalidate(session, [bib_key(bib.id)])
     await audit.record(
         session, actor=actor, action="bib.update", object_type="bib", object_id=bib.id,
         changes=audit.diff(before, values), now=now,
@@ -273,6 +275,7 @@ async def delete_bib(session: AsyncSession, *, actor: Actor, bib: Bib) -> None:
     require_staff(actor)
     if await session.scalar(select(exists().where(Item.bib_id == bib.id))):
         raise StillReferenced(f"Bib record {bib.id} still has items; delete or move them first.")
+    invalidate(session, [bib_key(bib.id)])
     await audit.record(
         session, actor=actor, action="bib.delete", object_type="bib", object_id=bib.id,
         changes=_snapshot(bib, ("title", "control_number")),

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shelfmark.audit import service as audit
 from shelfmark.auth.roles import Actor, require_staff
+from shelfmark.cache import bib_key, invalidate
 from shelfmark.catalog.models import Bib, BibIsbn, Branch, Item
 from shelfmark.catalog.service import require_branch_by_code
 from shelfmark.db import session_scope, utcnow
@@ -229,6 +230,7 @@ async def _apply_updates(
     if updates:
         await session.execute(update(Bib), updates)
         await _index_isbns(session, [(u["id"], u["isbns"]) for u in updates], replace=True)
+        invalidate(session, [bib_key(u["id"]) for u in updates])
         summary.updated += len(updates)
 
 
