@@ -21,6 +21,7 @@ from shelfmark.health import router as health_router
 from shelfmark.interop.api import router as marc_router
 from shelfmark.logging import configure_logging
 from shelfmark.metrics import Metrics, MetricsMiddleware
+from shelfmark.ratelimit import create_counter
 from shelfmark.settings import Settings, get_settings
 from shelfmark.web.pages import install_web
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.cache.close()
+            await app.state.rate_counter.close()
             if owns_engine:
                 await app.state.engine.dispose()
                 app.state.engine = None
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.cache = create_cache(settings.redis_url)
+    app.state.rate_counter = create_counter(settings.redis_url)
     app.add_middleware(
         MetricsMiddleware, metrics=app.state.metrics, prefixes=(API_PREFIX,)
     )  # outermost: sees all

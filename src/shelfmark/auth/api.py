@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
+from shelfmark import ratelimit
 from shelfmark.auth import service
 from shelfmark.auth.roles import Role
 from shelfmark.auth.schemas import Token, UserCreate, UserRead
@@ -27,11 +28,15 @@ _LOGIN_EXAMPLE = {
 
 @router.post("/auth/token", response_model=Token, openapi_extra=_LOGIN_EXAMPLE)
 async def login(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
 ) -> Token:
-    """Exchange a user name and password for a bearer token (OAuth2 password flow)."""
+    """Exchange a user name and password for a bearer token (OAuth2 password flow).
+
+    Attempts are rate-limited per user name and per address (429 with Retry-After)."""
+    await ratelimit.check_login(request, form.username)
     user = await service.authenticate(session, username=form.username, password=form.password)
     minutes = settings.access_token_minutes
     token = service.issue_token(user, secret=settings.secret_key, now=utcnow(), minutes=minutes)

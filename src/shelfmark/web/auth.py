@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import RedirectResponse, Response
 
+from shelfmark import ratelimit
 from shelfmark.auth import service as auth_service
 from shelfmark.deps import SessionDep
 from shelfmark.errors import InvalidCredentials
@@ -38,6 +39,7 @@ async def login(
     password: Annotated[str, Form()],
     next: Annotated[str, Form()] = "/",
 ) -> Response:
+    await ratelimit.check_login(request, username)
     try:
         user = await auth_service.authenticate(session, username=username, password=password)
     except InvalidCredentials as error:

@@ -35,7 +35,10 @@ def html_error(
         return RedirectResponse(f"/login?next={target}", status_code=303)
     if not hasattr(request.state, "web_actor"):
         request.state.web_actor = None
-    return render(request, "error.html", {"title": title, "detail": detail}, status_code=status)
+    page = render(request, "error.html", {"title": title, "detail": detail}, status_code=status)
+    if error is not None and error.headers:
+        page.headers.update(error.headers)
+    return page
 
 
 def install_web(app: FastAPI, settings: Settings) -> None:
