@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,7 +14,14 @@ from shelfmark.auth.roles import SYSTEM, Actor, Role
 from shelfmark.catalog import service as catalog_service
 from shelfmark.catalog.models import Bib, Branch, Item
 from shelfmark.catalog.schemas import BibCreate, BranchCreate, ItemCreate
+from shelfmark.circulation import loans as loans_service
+from shelfmark.circulation import rules as rules_service
+from shelfmark.circulation.models import CirculationRule, Loan
+from shelfmark.circulation.schemas import CheckoutCreate, RuleCreate
 from shelfmark.db import utcnow
+from shelfmark.patrons import service as patrons_service
+from shelfmark.patrons.models import Patron, PatronCategory
+from shelfmark.patrons.schemas import CategoryCreate, PatronCreate
 
 SECRET = "test-secret-key-of-at-least-32-bytes!"
 PASSWORD = "correct horse battery staple"
@@ -60,3 +68,60 @@ async def make_item(
 
 
 STAFF = Actor(user_id=None, username="test-librarian", role=Role.LIBRARIAN)
+
+
+# --- patrons and circulation ------------------------------------------------------------
+
+LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+async def make_category(session: AsyncSession, **kwargs: Any) -> PatronCategory:
+    kwargs.setdefault("code", unique("CAT"))
+    kwargs.setdefault("name", f"Category {kwargs['code']}")
+    return await patrons_service.create_category(
+        session, actor=SYSTEM, data=CategoryCreate(**kwargs)
+    )
+
+
+async def make_patron(
+    session: AsyncSession,
+    *,
+    category: PatronCategory | None = None,
+    branch: Branch | None = None,
+    **kwargs: Any,
+) -> Patron:
+    category = category or await make_category(session)
+    branch = branch or await make_branch(session)
+    kwargs.setdefault("card_number", unique("2100"))
+    kwargs.setdefault("name", f"Patron {kwargs['card_number']}")
+    kwargs.setdefault("expires_on", date(2099, 12, 31))
+    data = PatronCreate(category=category.code, home_branch=branch.code, **kwargs)
+    return await patrons_service.create_patron(session, actor=SYSTEM, data=data)
+
+
+async def make_patron_user(session: AsyncSession, patron: Patron) -> User:
+    return await make_user(session, Role.PATRON, patron_id=patron.id)
+
+
+async def make_rule(
+    session: AsyncSession,
+    *,
+    branch: Branch | None = None,
+    category: PatronCategory | None = None,
+    now: datetime = LONG_AGO,
+    **kwargs: Any,
+) -> CirculationRule:
+    kwargs.setdefault("loan_period", 14)
+    data = RuleCreate(
+        branch=branch.code if branch else None,
+        category=category.code if category else None,
+        **kwargs,
+    )
+    return await rules_service.create_rule(session, actor=SYSTEM, data=data, now=now)
+
+
+async def make_loan(
+    session: AsyncSession, *, item: Item, patron: Patron, now: datetime, **kwargs: Any
+) -> Loan:
+    data = CheckoutCreate(item_barcode=item.barcode, patron_card=patron.card_number, **kwargs)
+    return await loans_service.check_out(session, actor=SYSTEM, data=data, now=now)

@@ -14,13 +14,18 @@ from shelfmark.auth.api import router as auth_router
 from shelfmark.cache import SESSION_KEY as CACHE_KEY
 from shelfmark.cache import create_cache
 from shelfmark.catalog.api import router as catalog_router
+from shelfmark.circulation.api import router as circulation_router
+from shelfmark.circulation.rules_api import router as rules_router
 from shelfmark.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from shelfmark.docs import install_docs
 from shelfmark.errors import install_handlers
 from shelfmark.health import router as health_router
 from shelfmark.interop.api import router as marc_router
+from shelfmark.live.api import router as live_router
+from shelfmark.live.hub import LiveEvents
 from shelfmark.logging import configure_logging
 from shelfmark.metrics import Metrics, MetricsMiddleware
+from shelfmark.patrons.api import router as patrons_router
 from shelfmark.ratelimit import create_counter
 from shelfmark.settings import Settings, get_settings
 from shelfmark.web.pages import install_web
@@ -39,6 +44,10 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     marc_router,
     catalog_router,
     audit_router,
+    live_router,
+    patrons_router,
+    rules_router,
+    circulation_router,
 )
 
 
@@ -58,9 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             app.state.read_sessionmaker = create_read_sessionmaker(app.state.engine)
             bind_admin(app, app.state.engine)
+        await app.state.live.start()
         try:
             yield
         finally:
+            await app.state.live.stop()
             await app.state.cache.close()
             await app.state.rate_counter.close()
             if owns_engine:
@@ -79,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.cache = create_cache(settings.redis_url)
     app.state.rate_counter = create_counter(settings.redis_url)
+    app.state.live = LiveEvents(settings.redis_url)
     app.add_middleware(
         MetricsMiddleware, metrics=app.state.metrics, prefixes=(API_PREFIX,)
     )  # outermost: sees all

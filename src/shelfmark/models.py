@@ -3,6 +3,25 @@
 from shelfmark.audit.models import AuditEvent
 from shelfmark.auth.models import User
 from shelfmark.catalog.models import Bib, BibIsbn, Branch, Item
+from shelfmark.circulation.models import CirculationRule, ClosedDay, Fee, Hold, Loan, Payment
 from shelfmark.db import Base
+from shelfmark.patrons.models import Patron, PatronBlock, PatronCategory
 
-__all__ = ["AuditEvent", "Base", "Bib", "BibIsbn", "Branch", "Item", "User"]
+__all__ = [
+    "AuditEvent",
+    "Base",
+    "Bib",
+    "BibIsbn",
+    "Branch",
+    "CirculationRule",
+    "ClosedDay",
+    "Fee",
+    "Hold",
+    "Item",
+    "Loan",
+    "Patron",
+    "PatronBlock",
+    "PatronCategory",
+    "Payment",
+    "User",
+]

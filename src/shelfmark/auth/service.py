@@ -37,7 +37,9 @@ def verify_password(password_hash: str, password: str) -> bool:
 
 
 def actor_of(user: User) -> Actor:
-    return Actor(user_id=user.id, username=user.username, role=Role(user.role))
+    return Actor(
+        user_id=user.id, username=user.username, role=Role(user.role), patron_id=user.patron_id
+    )
 
 
 async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
@@ -66,8 +68,9 @@ async def create_user(
     role: Role,
     full_name: str | None = None,
     email: str | None = None,
+    patron_id: int | None = None,
 ) -> User:
-    """Admins create users of any role."""
+    """Admins create users of any role; `patron_id` links a patron user to their record."""
     require_admin(actor)
     user = User(
         username=username,
@@ -75,6 +78,7 @@ async def create_user(
         role=role.value,
         full_name=full_name,
         email=email,
+        patron_id=patron_id,
     )
     session.add(user)
     try:
@@ -84,7 +88,7 @@ async def create_user(
         raise UsernameTaken(f"The user name {username!r} is taken.") from exc
     await audit.record(
         session, actor=actor, action="user.create", object_type="user", object_id=user.id,
-        changes={"username": username, "role": role.value},
+        changes={"username": username, "role": role.value, "patron_id": patron_id},
     )  # fmt: skip
     return user
 

@@ -1,0 +1,431 @@
+"""Loans: check out, check in, renew, declare lost.
+
+Check-then-act on a copy is race-proof: the copy's row is locked before anything is checked
+(see `locking`), and the partial unique index "one open loan per item" is the last word —
+its violation becomes `item-not-available`, never a 500. A refused action writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.interfaces import ORMOption
+
+from shelfmark import events
+from shelfmark.audit import service as audit
+from shelfmark.auth.roles import Actor, require_staff
+from shelfmark.catalog import service as catalog_service
+from shelfmark.catalog.models import Branch, Item
+from shelfmark.circulation import fees, holds, locking, rules
+from shelfmark.circulation.calendar import calendar_for, due_at_for
+from shelfmark.circulation.errors import (
+    HoldsWaiting,
+    ItemNotAvailable,
+    ItemOnHoldForAnother,
+    ItemOnLoan,
+    LoanClosed,
+    LoanLimitReached,
+    LoanLost,
+    LoanNotFound,
+    Refusal,
+    RenewalsExhausted,
+)
+from shelfmark.circulation.holds import Routing
+from shelfmark.circulation.models import CirculationRule, Fee, Hold, Loan
+from shelfmark.circulation.schemas import CheckinCreate, CheckoutCreate, Override
+from shelfmark.circulation.standing import check_override_allowed, enforce, patron_refusals
+from shelfmark.errors import Forbidden
+from shelfmark.patrons import service as patrons_service
+from shelfmark.patrons.models import Patron
+
+LOAN_LOAD: tuple[ORMOption, ...] = (
+    joinedload(Loan.item, innerjoin=True),
+    joinedload(Loan.patron, innerjoin=True),
+    joinedload(Loan.branch, innerjoin=True),
+)
+UNAVAILABLE = frozenset({"on_loan", "lost", "missing", "withdrawn"})
+
+
+def _event(name: str, loan: Loan, *, branch: str, at: datetime, **extra: object) -> events.Event:
+    payload = {
+        "loan_id": loan.id, "item_id": loan.item_id, "item_barcode": loan.item.barcode,
+        "patron_id": loan.patron_id, "due_at": loan.due_at.isoformat(), "branch": branch,
+    }  # fmt: skip
+    return events.Event(name, at=at, payload=payload | extra)
+
+
+async def _open_loan(session: AsyncSession, item_id: int) -> Loan | None:
+    query = (
+        select(Loan)
+        .where(Loan.item_id == item_id, Loan.returned_at.is_(None))
+        .execution_options(populate_existing=True)
+    )
+    return await session.scalar(query)
+
+
+async def _loan_rule(
+    session: AsyncSession, *, branch_id: int, patron: Patron, item: Item
+) -> CirculationRule:
+    return await rules.rule_for(
+        session, branch_id=branch_id, category_id=patron.category_id, item_type=item.item_type
+    )
+
+
+# --- check out --------------------------------------------------------------------------
+
+
+async def _open_loans_counted(
+    session: AsyncSession, *, patron: Patron, rule: CirculationRule
+) -> int:
+    """Open loans that count against the rule's limit: of the rule's item type if it names
+    one, else all of them."""
+    query = select(func.count()).where(Loan.patron_id == patron.id, Loan.returned_at.is_(None))
+    if rule.item_type is not None:
+        query = query.where(
+            exists().where(Item.id == Loan.item_id, Item.item_type == rule.item_type)
+        )
+    return (await session.scalar(query)) or 0
+
+
+async def _checkout_refusals(
+    session: AsyncSession, *, item: Item, patron: Patron, trapped: Hold | None,
+    rule: CirculationRule, now: datetime,
+) -> list[Refusal]:  # fmt: skip
+    """In the order they are reported: the patron's standing, then the copy, then the limit."""
+    refusals = await patron_refusals(session, patron=patron, today=now.date())
+    if await _open_loan(session, item.id) is not None:
+        refusals.append(ItemOnLoan(f"Item {item.barcode} is on loan.", status=item.status))
+    elif item.status in UNAVAILABLE:
+        refusals.append(
+            ItemNotAvailable(f"Item {item.barcode} is {item.status}.", status=item.status)
+        )
+    if trapped is not None and trapped.patron_id != patron.id:
+        refusals.append(
+            ItemOnHoldForAnother(
+                f"Item {item.barcode} is {trapped.status.replace('_', ' ')} for another patron.",
+                hold_id=trapped.id,
+            )
+        )
+    if rule.max_loans is not None:
+        count = await _open_loans_counted(session, patron=patron, rule=rule)
+        if count >= rule.max_loans:
+            refusals.append(
+                LoanLimitReached(f"The patron has {count} loans; the limit is {rule.max_loans}.")
+            )
+    return refusals
+
+
+async def check_out(
+    session: AsyncSession, *, actor: Actor, data: CheckoutCreate, now: datetime
+) -> Loan:
+    """Lend a copy to a patron (staff). Refusals other than "on loan" may be overridden with
+    a reason; a given `due_at` replaces the rule's. Lending the copy trapped for the
+    patron's hold fulfils the hold; lending it over another patron's hold puts that hold
+    back in the queue."""
+    require_staff(actor)
+    item = await locking.lock_item_by_barcode(session, data.item_barcode)
+    patron = await patrons_service.require_patron_by_card(
+        session, data.patron_card, for_update=True
+    )
+    branch = item.branch
+    if data.branch is not None:
+        branch = await catalog_service.require_branch_by_code(session, data.branch)
+    trapped = await holds.trapped_hold(session, item)
+    rule = await _loan_rule(session, branch_id=branch.id, patron=patron, item=item)
+    refusals = await _checkout_refusals(
+        session, item=item, patron=patron, trapped=trapped, rule=rule, now=now
+    )
+    overridden = enforce(refusals, override=data.override, actor=actor)
+    due_at = data.due_at
+    if due_at is None:
+        calendar = await calendar_for(session, branch)
+        due_at = due_at_for(
+            start=now, period=rule.loan_period, unit=rule.period_unit, calendar=calendar
+        )
+    if trapped is not None and trapped.patron_id != patron.id:
+        await holds.requeue(session, hold=trapped, now=now)
+    loan = Loan(
+        item_id=item.id, patron_id=patron.id, branch_id=branch.id, checked_out_at=now,
+        due_at=due_at, renewals=0,
+    )  # fmt: skip
+    loan.item, loan.patron, loan.branch = item, patron, branch
+    session.add(loan)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        raise ItemOnLoan(f"Item {item.barcode} is on loan.", status="on_loan") from exc
+    item.status, item.last_seen_at = "on_loan", now
+    hold = await holds.fulfil_on_checkout(
+        session, item=item, patron_id=patron.id, loan=loan, now=now
+    )
+    await session.flush()
+    await _audit_checkout(session, actor=actor, loan=loan, hold=hold, override=data.override,
+                          overridden=overridden, now=now)  # fmt: skip
+    events.publish(session, _event("loan.created", loan, branch=branch.code, at=now))
+    return loan
+
+
+async def _audit_checkout(
+    session: AsyncSession, *, actor: Actor, loan: Loan, hold: Hold | None,
+    override: Override | None, overridden: list[str], now: datetime,
+) -> None:  # fmt: skip
+    changes: dict[str, object] = {
+        "item_barcode": loan.item.barcode, "patron_card": loan.patron.card_number,
+        "due_at": loan.due_at, "branch": loan.branch.code,
+    }  # fmt: skip
+    if hold is not None:
+        changes["fulfilled_hold_id"] = hold.id
+    if overridden and override is not None:
+        changes["override"] = {"reason": override.reason, "refusals": overridden}
+    await audit.record(
+        session, actor=actor, action="loan.checkout", object_type="loan", object_id=loan.id,
+        changes=changes, now=now,
+    )  # fmt: skip
+
+
+# --- check in ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Checkin:
+    item: Item
+    loan: Loan | None
+    fee: Fee | None
+    routing: Routing
+
+
+async def _close_loan(
+    session: AsyncSession, *, loan: Loan, item: Item, at_branch: Branch, now: datetime
+) -> Fee | None:
+    """Close the loan and charge what it owes: the overdue fine, to the day it was declared
+    lost if it was; a lost item coming back has its lost fee waived."""
+    patron = await patrons_service.require_patron_with_category(session, loan.patron_id)
+    loan.item, loan.patron = item, patron
+    loan.branch = await catalog_service.require_branch(session, loan.branch_id)
+    loan.returned_at = now
+    rule = await _loan_rule(session, branch_id=loan.branch_id, patron=patron, item=item)
+    calendar = await calendar_for(session, loan.branch)
+    until = min(now, loan.lost_at) if loan.lost_at is not None else now
+    fee = await fees.charge_overdue(
+        session, loan=loan, rule=rule, calendar=calendar, until=until, branch=at_branch.code,
+        now=now,
+    )  # fmt: skip
+    if loan.lost_at is not None:
+        await fees.waive_lost_on_return(session, loan=loan, branch=at_branch.code, now=now)
+    return fee
+
+
+async def check_in(
+    session: AsyncSession, *, actor: Actor, data: CheckinCreate, now: datetime
+) -> Checkin:
+    """Take a copy back at a desk (staff): close its loan if it has one, charge any fine,
+    and say where it goes next. A copy that was not on loan is no error: it is recorded as
+    seen, found if it was lost or missing, and routed like any other."""
+    require_staff(actor)
+    item = await locking.lock_item_by_barcode(session, data.item_barcode)
+    at_branch = item.branch
+    if data.branch is not None:
+        at_branch = await catalog_service.require_branch_by_code(session, data.branch)
+    loan = await _open_loan(session, item.id)
+    fee = None
+    if loan is not None:
+        fee = await _close_loan(session, loan=loan, item=item, at_branch=at_branch, now=now)
+    item.last_seen_at = now
+    if item.status == "withdrawn":
+        routing = Routing("reshelve")  # out of circulation: never trapped, status kept
+    else:
+        routing = await holds.route_on_checkin(session, item=item, at_branch=at_branch, now=now)
+    await session.flush()
+    await audit.record(
+        session, actor=actor, action="item.checkin", object_type="item", object_id=item.id,
+        changes={
+            "barcode": item.barcode, "branch": at_branch.code,
+            "loan_id": loan.id if loan else None, "fee": fee.amount if fee else None,
+            "next": routing.next, "hold_id": routing.hold.id if routing.hold else None,
+        },
+        now=now,
+    )  # fmt: skip
+    if loan is not None:
+        events.publish(session, _event("item.returned", loan, branch=at_branch.code, at=now))
+    return Checkin(item=item, loan=loan, fee=fee, routing=routing)
+
+
+# --- renew ------------------------------------------------------------------------------
+
+
+async def _renew_refusals(
+    session: AsyncSession, *, loan: Loan, item: Item, patron: Patron, rule: CirculationRule,
+    now: datetime,
+) -> list[Refusal]:  # fmt: skip
+    refusals = await patron_refusals(session, patron=patron, today=now.date())
+    if loan.renewals >= rule.renewals_allowed:
+        refusals.append(
+            RenewalsExhausted(
+                f"The loan has been renewed {loan.renewals} of {rule.renewals_allowed} times."
+            )
+        )
+    waiting = await session.scalar(
+        select(
+            exists().where(
+                Hold.bib_id == item.bib_id, Hold.status == "waiting",
+                Hold.patron_id != loan.patron_id,
+                (Hold.level == "title") | (Hold.item_id == item.id),
+            )
+        )
+    )  # fmt: skip
+    if waiting:
+        refusals.append(HoldsWaiting("Another patron is waiting for this title."))
+    return refusals
+
+
+async def renew(
+    session: AsyncSession, *, actor: Actor, loan_id: int, override: Override | None,
+    now: datetime,
+) -> Loan:  # fmt: skip
+    """Staff, or the patron for their own loan. The new due date counts from the old one or
+    from today (the rule's `renew_from`; from today when the loan is already overdue) and is
+    never earlier than the old one. Renewing an overdue loan charges the fine accrued."""
+    check_override_allowed(actor, override)
+    query = select(Loan.patron_id, Loan.item_id).where(Loan.id == loan_id)
+    row = (await session.execute(query)).first()
+    if row is None:
+        raise LoanNotFound(f"There is no loan with id {loan_id}.")
+    patrons_service.check_patron_access(actor, row.patron_id)
+    item = await locking.lock_item(session, row.item_id)
+    loan = await locking.lock_loan(session, loan_id)
+    if loan.returned_at is not None:
+        raise LoanClosed(f"Loan {loan.id} was returned on {loan.returned_at.date()}.")
+    if loan.lost_at is not None:
+        raise LoanLost(f"Item {item.barcode} was declared lost; it cannot be renewed.")
+    patron = await patrons_service.require_patron_with_category(session, loan.patron_id)
+    loan.item, loan.patron = item, patron
+    loan.branch = await catalog_service.require_branch(session, loan.branch_id)
+    rule = await _loan_rule(session, branch_id=loan.branch_id, patron=patron, item=item)
+    refusals = await _renew_refusals(
+        session, loan=loan, item=item, patron=patron, rule=rule, now=now
+    )
+    overridden = enforce(refusals, override=override, actor=actor)
+    calendar = await calendar_for(session, loan.branch)
+    fee = None
+    if now > loan.due_at:
+        fee = await fees.charge_overdue(
+            session, loan=loan, rule=rule, calendar=calendar, until=now,
+            branch=loan.branch.code, now=now,
+        )  # fmt: skip
+    start = loan.due_at if rule.renew_from == "due_date" and loan.due_at > now else now
+    new_due = due_at_for(
+        start=start, period=rule.loan_period, unit=rule.period_unit, calendar=calendar
+    )
+    before = loan.due_at
+    loan.due_at, loan.renewals = max(new_due, before), loan.renewals + 1
+    await session.flush()
+    changes: dict[str, object] = {"due_at": [before, loan.due_at], "renewals": loan.renewals,
+                                  "fee": fee.amount if fee else None}  # fmt: skip
+    if overridden and override is not None:
+        changes["override"] = {"reason": override.reason, "refusals": overridden}
+    await audit.record(
+        session, actor=actor, action="loan.renew", object_type="loan", object_id=loan.id,
+        changes=changes, now=now,
+    )  # fmt: skip
+    events.publish(session, _event("loan.renewed", loan, branch=loan.branch.code, at=now))
+    return loan
+
+
+# --- lost -------------------------------------------------------------------------------
+
+
+async def declare_lost(
+    session: AsyncSession, *, actor: Actor, loan_id: int, now: datetime
+) -> tuple[Loan, Fee | None]:
+    """Staff mark the copy of an open loan lost: the loan stays open (the patron still has
+    it), the copy's price is charged. Checking it in later closes the loan and waives what
+    is still owed on the lost fee."""
+    require_staff(actor)
+    loan = await require_loan(session, loan_id)
+    item = await locking.lock_item(session, loan.item_id)
+    loan = await locking.lock_loan(session, loan_id)
+    if loan.returned_at is not None:
+        raise LoanClosed(f"Loan {loan.id} was returned on {loan.returned_at.date()}.")
+    if loan.lost_at is not None:
+        raise LoanLost(f"Item {item.barcode} was already declared lost.")
+    loan = await require_loan(session, loan_id)
+    loan.lost_at, item.status = now, "lost"
+    fee = await fees.charge_lost(session, loan=loan, item=item, branch=loan.branch.code, now=now)
+    await session.flush()
+    await audit.record(
+        session, actor=actor, action="loan.lost", object_type="loan", object_id=loan.id,
+        changes={"item_barcode": item.barcode, "fee": fee.amount if fee else None}, now=now,
+    )  # fmt: skip
+    events.publish(session, _event("item.lost", loan, branch=loan.branch.code, at=now))
+    return loan, fee
+
+
+# --- reads ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LoanFilters:
+    patron_card: str | None = None
+    item_barcode: str | None = None
+    open: bool | None = None
+    overdue: bool | None = None
+    branch: str | None = None
+
+
+async def list_loans(
+    session: AsyncSession, *, actor: Actor, filters: LoanFilters, now: datetime, limit: int,
+    after_id: int | None,
+) -> Sequence[Loan]:  # fmt: skip
+    """Loans by id; a patron sees only their own (another patron's card is a 403)."""
+    query = select(Loan).options(*LOAN_LOAD).order_by(Loan.id).limit(limit + 1)
+    if not actor.is_staff:
+        if actor.patron_id is None:
+            raise Forbidden("Only staff and patrons see loans.")
+        query = query.where(Loan.patron_id == actor.patron_id)
+    if filters.patron_card:
+        patron = await patrons_service.get_patron_by_card(session, filters.patron_card)
+        if patron is None:
+            return []
+        patrons_service.check_patron_access(actor, patron.id)
+        query = query.where(Loan.patron_id == patron.id)
+    if filters.item_barcode:
+        item = select(Item.id).where(Item.barcode == filters.item_barcode)
+        query = query.where(Loan.item_id == item.scalar_subquery())
+    if filters.branch:
+        branch = select(Branch.id).where(Branch.code == filters.branch)
+        query = query.where(Loan.branch_id == branch.scalar_subquery())
+    if after_id is not None:
+        query = query.where(Loan.id > after_id)
+    if filters.open is not None:
+        returned = Loan.returned_at.is_(None) if filters.open else Loan.returned_at.is_not(None)
+        query = query.where(returned)
+    if filters.overdue:
+        query = query.where(Loan.returned_at.is_(None), Loan.due_at < now)
+    return (await session.scalars(query)).unique().all()
+
+
+async def require_loan(session: AsyncSession, loan_id: int) -> Loan:
+    query = (
+        select(Loan)
+        .options(*LOAN_LOAD)
+        .where(Loan.id == loan_id)
+        .execution_options(populate_existing=True)
+    )
+    loan = (await session.scalars(query)).unique().one_or_none()
+    if loan is None:
+        raise LoanNotFound(f"There is no loan with id {loan_id}.")
+    return loan
+
+
+async def access_loan(session: AsyncSession, *, actor: Actor, loan_id: int) -> Loan:
+    """The loan, for staff or its own patron; another patron's loan is a 403."""
+    loan = await require_loan(session, loan_id)
+    patrons_service.check_patron_access(actor, loan.patron_id)
+    return loan

@@ -1,0 +1,99 @@
+"""Row locks for check-then-act, always taken in one order: item → title → patron → hold.
+
+Every desk action that decides on a copy's state first locks the copy's row
+(`SELECT … FOR UPDATE`; SQLAlchemy leaves it out on SQLite, whose writers are serialised by
+the database lock anyway). Taking locks in one order means two actions can wait for each
+other but never deadlock. The unique indexes stay the last word should a path forget a lock.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
+
+from shelfmark.catalog.errors import BibNotFound, ItemNotFound
+from shelfmark.catalog.models import Bib, Item
+from shelfmark.circulation.errors import HoldNotFound, LoanNotFound
+from shelfmark.circulation.models import Hold, Loan
+from shelfmark.errors import Conflict
+
+
+async def lock_item_by_barcode(session: AsyncSession, barcode: str) -> Item:
+    query = (
+        select(Item)
+        .options(joinedload(Item.branch, innerjoin=True))
+        .where(Item.barcode == barcode)
+        .with_for_update(of=Item)
+        .execution_options(populate_existing=True)
+    )
+    item = await session.scalar(query)
+    if item is None:
+        raise ItemNotFound(f"There is no item with barcode {barcode!r}.")
+    return item
+
+
+async def lock_item(session: AsyncSession, item_id: int) -> Item:
+    query = (
+        select(Item)
+        .options(joinedload(Item.branch, innerjoin=True))
+        .where(Item.id == item_id)
+        .with_for_update(of=Item)
+        .execution_options(populate_existing=True)
+    )
+    item = await session.scalar(query)
+    if item is None:
+        raise ItemNotFound(f"There is no item with id {item_id}.")
+    return item
+
+
+async def lock_bib(session: AsyncSession, bib_id: int) -> None:
+    """Serialises hold placement on one title, so that queue order is placement order."""
+    locked = await session.scalar(select(Bib.id).where(Bib.id == bib_id).with_for_update())
+    if locked is None:
+        raise BibNotFound(f"There is no bib record with id {bib_id}.")
+
+
+async def lock_loan(session: AsyncSession, loan_id: int) -> Loan:
+    query = (
+        select(Loan)
+        .where(Loan.id == loan_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    loan = await session.scalar(query)
+    if loan is None:
+        raise LoanNotFound(f"There is no loan with id {loan_id}.")
+    return loan
+
+
+async def lock_hold(session: AsyncSession, hold_id: int) -> Hold:
+    query = (
+        select(Hold)
+        .where(Hold.id == hold_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    hold = await session.scalar(query)
+    if hold is None:
+        raise HoldNotFound(f"There is no hold with id {hold_id}.")
+    return hold
+
+
+async def lock_hold_and_item(session: AsyncSession, hold_id: int) -> tuple[Hold, Item | None]:
+    """A hold and the copy it has trapped, if any, locked item first.
+
+    The copy is known only from the hold row; should a checkin trap another copy between the
+    read and the lock, the savepoint is rolled back (dropping the locks it took) and the read
+    repeated.
+    """
+    for _ in range(5):
+        item_id = await session.scalar(select(Hold.item_id).where(Hold.id == hold_id))
+        savepoint = await session.begin_nested()
+        item = await lock_item(session, item_id) if item_id is not None else None
+        hold = await lock_hold(session, hold_id)
+        if hold.item_id == item_id:
+            await savepoint.commit()
+            return hold, item
+        await savepoint.rollback()
+    raise Conflict("The hold kept changing under this request; try again.")

@@ -1,0 +1,216 @@
+"""Circulation rules: which terms apply to a loan, a renewal, a hold or a fine.
+
+A rule's scope is (branch, patron category, item type); a key left NULL matches anything.
+Which branch: the branch of the loan (the lending desk's, by default the item's own) for
+loans, renewals and fines; the item's own branch for whether a copy may be trapped for a hold;
+the pickup branch for hold limits and pick-up time.
+
+Precedence, when several rules match: the rule that names the most keys wins; between rules
+naming as many keys, the one naming the branch wins, then the one naming the item type, then
+the one naming the patron category. So (branch) beats (item type) beats (category), and
+(branch, item type) beats (branch, category) beats (item type, category). The default rule
+names no key, matches everything and always exists (seeded by the migration; it cannot be
+deleted). There is one rule per scope (a unique index), so the winner is never a tie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.interfaces import ORMOption
+
+from shelfmark.audit import service as audit
+from shelfmark.auth.roles import Actor, require_admin
+from shelfmark.catalog import service as catalog_service
+from shelfmark.circulation.errors import DefaultRuleProtected, RuleNotFound, RuleScopeTaken
+from shelfmark.circulation.models import CirculationRule
+from shelfmark.circulation.schemas import RuleCreate, RuleUpdate
+from shelfmark.errors import InternalError
+from shelfmark.patrons import service as patrons_service
+
+PRECEDENCE = (
+    "Of the rules whose named keys all match, the one naming the most keys wins; "
+    "ties go to the rule naming the branch, then the item type, then the patron category. "
+    "The default rule names no key and matches everything."
+)
+RULE_LOAD: tuple[ORMOption, ...] = (
+    joinedload(CirculationRule.branch),
+    joinedload(CirculationRule.patron_category),
+)
+# NULL-able terms: sending null in an update means "no limit" / "no cap".
+NULLABLE_TERMS = frozenset({"max_loans", "max_holds", "fine_cap"})
+
+
+Rank = tuple[int, int, int, int]
+
+
+def rank_of(rule: CirculationRule) -> Rank:
+    """(keys named, names branch, names item type, names category): higher wins."""
+    branch = int(rule.branch_id is not None)
+    item_type = int(rule.item_type is not None)
+    category = int(rule.patron_category_id is not None)
+    return (branch + item_type + category, branch, item_type, category)
+
+
+def matched_on(rule: CirculationRule) -> list[str]:
+    """The scope keys a rule names, in precedence order."""
+    keys = {"branch": rule.branch_id, "item_type": rule.item_type}
+    keys["category"] = rule.patron_category_id
+    return [name for name, value in keys.items() if value is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    rule: CirculationRule
+    candidates: Sequence[CirculationRule]  # best first
+
+
+def _matches(column: Any, value: Any) -> Any:
+    if value is None:
+        return column.is_(None)
+    return or_(column.is_(None), column == value)
+
+
+async def resolve_rule(
+    session: AsyncSession, *, branch_id: int | None, category_id: int | None,
+    item_type: str | None, with_scope: bool = False,
+) -> Resolution:  # fmt: skip
+    """The winning rule for a scope and every rule that matched it, best first
+    (`with_scope` loads their branch and category, for showing them)."""
+    query = (
+        select(CirculationRule)
+        .options(*(RULE_LOAD if with_scope else ()))
+        .where(
+            _matches(CirculationRule.branch_id, branch_id),
+            _matches(CirculationRule.patron_category_id, category_id),
+            _matches(CirculationRule.item_type, item_type),
+        )
+    )
+    candidates = sorted((await session.scalars(query)).all(), key=rank_of, reverse=True)
+    if not candidates:
+        raise InternalError("The default circulation rule is missing; run the migrations.")
+    return Resolution(rule=candidates[0], candidates=candidates)
+
+
+async def rule_for(
+    session: AsyncSession, *, branch_id: int | None, category_id: int | None,
+    item_type: str | None,
+) -> CirculationRule:  # fmt: skip
+    resolution = await resolve_rule(
+        session, branch_id=branch_id, category_id=category_id, item_type=item_type
+    )
+    return resolution.rule
+
+
+async def resolve_by_codes(
+    session: AsyncSession, *, branch: str | None, category: str | None, item_type: str | None
+) -> Resolution:
+    """As `resolve_rule`, for codes as people type them; an unknown code is a 404."""
+    branch_id = category_id = None
+    if branch is not None:
+        branch_id = (await catalog_service.require_branch_by_code(session, branch)).id
+    if category is not None:
+        category_id = (await patrons_service.require_category_by_code(session, category)).id
+    return await resolve_rule(
+        session, branch_id=branch_id, category_id=category_id, item_type=item_type,
+        with_scope=True,
+    )  # fmt: skip
+
+
+# --- CRUD (admins) ----------------------------------------------------------------------
+
+
+async def list_rules(
+    session: AsyncSession, *, limit: int, after_id: int | None
+) -> Sequence[CirculationRule]:
+    query = select(CirculationRule).options(*RULE_LOAD).order_by(CirculationRule.id)
+    if after_id is not None:
+        query = query.where(CirculationRule.id > after_id)
+    return (await session.scalars(query.limit(limit + 1))).all()
+
+
+async def require_rule(session: AsyncSession, rule_id: int) -> CirculationRule:
+    rule = await session.get(CirculationRule, rule_id, options=RULE_LOAD)
+    if rule is None:
+        raise RuleNotFound(f"There is no circulation rule with id {rule_id}.")
+    return rule
+
+
+def _scope_taken() -> RuleScopeTaken:
+    return RuleScopeTaken(
+        "A rule for this branch, category and item type exists; change that one instead."
+    )
+
+
+async def create_rule(
+    session: AsyncSession, *, actor: Actor, data: RuleCreate, now: datetime
+) -> CirculationRule:
+    """Rules are library policy: admins only."""
+    require_admin(actor)
+    branch = category = None
+    if data.branch is not None:
+        branch = await catalog_service.require_branch_by_code(session, data.branch)
+    if data.category is not None:
+        category = await patrons_service.require_category_by_code(session, data.category)
+    rule = CirculationRule(
+        **data.model_dump(exclude={"branch", "category"}),
+        branch_id=branch.id if branch else None,
+        patron_category_id=category.id if category else None,
+        created_at=now,
+        updated_at=now,
+    )
+    rule.branch, rule.patron_category = branch, category
+    session.add(rule)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        raise _scope_taken() from exc
+    await audit.record(
+        session, actor=actor, action="rule.create", object_type="circulation_rule",
+        object_id=rule.id, changes=data.model_dump(), now=now,
+    )  # fmt: skip
+    return rule
+
+
+async def update_rule(
+    session: AsyncSession, *, actor: Actor, rule: CirculationRule, data: RuleUpdate,
+    now: datetime,
+) -> CirculationRule:  # fmt: skip
+    require_admin(actor)
+    changes = {
+        name: value
+        for name, value in data.model_dump(exclude_unset=True).items()
+        if value is not None or name in NULLABLE_TERMS
+    }
+    before = {name: getattr(rule, name) for name in changes}
+    for name, value in changes.items():
+        setattr(rule, name, value)
+    rule.updated_at = now
+    await session.flush()
+    await audit.record(
+        session, actor=actor, action="rule.update", object_type="circulation_rule",
+        object_id=rule.id, changes=audit.diff(before, changes), now=now,
+    )  # fmt: skip
+    return rule
+
+
+async def delete_rule(
+    session: AsyncSession, *, actor: Actor, rule: CirculationRule, now: datetime
+) -> None:
+    require_admin(actor)
+    if rule.is_default:
+        raise DefaultRuleProtected("The default rule always exists; change its terms instead.")
+    await audit.record(
+        session, actor=actor, action="rule.delete", object_type="circulation_rule",
+        object_id=rule.id, changes={"scope": matched_on(rule)}, now=now,
+    )  # fmt: skip
+    await session.delete(rule)
+    await session.flush()

@@ -1,0 +1,1 @@
+"""Live events for the staff desk (SSE and WebSocket)."""
