@@ -201,6 +201,29 @@ class TestItems:
         by_barcode = await client.get("/api/v1/items", params={"barcode": item.barcode})
         assert by_barcode.json()["items"][0]["branch"] == other.code
 
+    async def test_circulation_statuses_cannot_be_edited(
+        self, client: httpx.AsyncClient, session: AsyncSession, librarian: User
+    ) -> None:
+        item = await make_item(session)
+        await session.commit()
+        url = f"/api/v1/items/{item.id}"
+        refused = await client.patch(url, json={"status": "on_loan"}, headers=auth(librarian))
+        assert refused.status_code == 409
+        assert refused.json()["type"] == "/problems/item-in-circulation"
+        missing = await client.patch(url, json={"status": "missing"}, headers=auth(librarian))
+        assert missing.json()["status"] == "missing"
+        item.status = "on_loan"  # as a checkout leaves it
+        await session.commit()
+        back = await client.patch(url, json={"status": "available"}, headers=auth(librarian))
+        assert back.status_code == 409
+        created = await client.post(
+            "/api/v1/items",
+            json={"bib_id": item.bib_id, "barcode": "NEW-ON-LOAN", "branch": item.branch.code,
+                  "status": "on_hold_shelf"},
+            headers=auth(librarian),
+        )  # fmt: skip
+        assert created.status_code == 409
+
     async def test_negative_price_is_422(
         self, client: httpx.AsyncClient, session: AsyncSession, librarian: User
     ) -> None:

@@ -41,3 +41,8 @@ class StillReferenced(Conflict):
 class InvalidISBNQuery(InvalidInput):
     code = "invalid-isbn"
     title = "Invalid ISBN"
+
+
+class ItemInCirculation(Conflict):
+    code = "item-in-circulation"
+    title = "The item's status belongs to circulation"

@@ -28,6 +28,7 @@ from shelfmark.catalog.errors import (
     BranchNotFound,
     ControlNumberTaken,
     InvalidISBNQuery,
+    ItemInCirculation,
     ItemNotFound,
     StillReferenced,
 )
@@ -334,10 +335,27 @@ async def require_item_by_barcode(session: AsyncSession, barcode: str) -> Item:
     return item
 
 
+# Statuses that circulation sets and clears (a loan, the hold shelf, a transit): staff
+# cannot set or clear them by editing the item, or loans and holds would disagree with it.
+CIRCULATION_STATUSES = frozenset({"on_loan", "on_hold_shelf", "in_transit"})
+
+
+def check_manual_status(item: Item, status: str) -> None:
+    """An edited status may only move between shelf states (available, missing, lost,
+    withdrawn), never into or out of one that circulation owns."""
+    if item.status in CIRCULATION_STATUSES or status in CIRCULATION_STATUSES:
+        raise ItemInCirculation(
+            f"Item {item.barcode!r} is {item.status.replace('_', ' ')}; "
+            f"{status.replace('_', ' ')!r} is set by checkouts, checkins and holds, not by editing."
+        )
+
+
 async def create_item(
     session: AsyncSession, *, actor: Actor, data: ItemCreate, now: datetime | None = None
 ) -> Item:
     require_staff(actor)
+    if data.status in CIRCULATION_STATUSES:
+        raise ItemInCirculation(f"A new item cannot start {data.status.replace('_', ' ')}.")
     await require_bib(session, data.bib_id)
     branch = await require_branch_by_code(session, data.branch)
     values = data.model_dump(exclude={"branch"})
@@ -358,6 +376,8 @@ async def update_item(
 ) -> Item:  # fmt: skip
     require_staff(actor)
     changes = data.model_dump(exclude_unset=True)
+    if changes.get("status") not in (None, item.status):
+        check_manual_status(item, changes["status"])
     for name in ("barcode", "bib_id", "branch", "item_type", "status"):
         if name in changes and changes[name] is None:
             del changes[name]  # these can change, never vanish
