@@ -42,7 +42,7 @@ def served(database_url: str, *, server: str, port: int, home: Path) -> Iterator
     """Run `shelfmark serve` in a child process until the block ends."""
     env = os.environ | {"DATABASE_URL": database_url, "SHELFMARK_HOME": str(home)}
     process = subprocess.Popen(
-        [SHELFMARK, "serve", "--server", server, "--port", str(port)],
+        [SHELFMARK, "serve", "--no-worker", "--server", server, "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -19,6 +19,8 @@ from shelfmark.circulation import rules as rules_service
 from shelfmark.circulation.models import CirculationRule, Loan
 from shelfmark.circulation.schemas import CheckoutCreate, RuleCreate
 from shelfmark.db import utcnow
+from shelfmark.jobs import service as jobs_service
+from shelfmark.jobs.models import Job
 from shelfmark.patrons import service as patrons_service
 from shelfmark.patrons.models import Patron, PatronCategory
 from shelfmark.patrons.schemas import CategoryCreate, PatronCreate
@@ -125,3 +127,36 @@ async def make_loan(
 ) -> Loan:
     data = CheckoutCreate(item_barcode=item.barcode, patron_card=patron.card_number, **kwargs)
     return await loans_service.check_out(session, actor=SYSTEM, data=data, now=now)
+
+
+# --- jobs -------------------------------------------------------------------------------
+
+
+async def make_job(
+    session: AsyncSession,
+    *,
+    status: str = "queued",
+    kind: str = "marc-import",
+    params: dict[str, Any] | None = None,
+    actor: Actor = STAFF,
+    now: datetime | None = None,
+) -> Job:
+    """A job in `status`, moved there by the service's own steps (nothing is sent: the test
+    session runs no after-commit work)."""
+    now = now or utcnow()
+    params = {"file": "1.mrc"} if params is None else params
+    job = await jobs_service.create_job(session, actor=actor, kind=kind, params=params, now=now)
+    if status == "queued":
+        return job
+    started = await jobs_service.start_run(session, job_id=job.id, now=now)
+    assert started is not None
+    if status == "succeeded":
+        await jobs_service.finish_run(
+            session, job_id=job.id, attempt=started.attempts, result={}, done=0, now=now
+        )
+    elif status == "failed":
+        await jobs_service.fail_run(
+            session, job_id=job.id, attempt=started.attempts, error="it broke", now=now
+        )
+    await session.refresh(job)
+    return job

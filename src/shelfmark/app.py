@@ -20,13 +20,16 @@ from shelfmark.db import create_engine, create_read_sessionmaker, create_session
 from shelfmark.docs import install_docs
 from shelfmark.errors import install_handlers
 from shelfmark.health import router as health_router
+from shelfmark.idempotency import IdempotencyMiddleware
 from shelfmark.interop.api import router as marc_router
+from shelfmark.jobs.api import router as jobs_router
 from shelfmark.live.api import router as live_router
 from shelfmark.live.hub import LiveEvents
 from shelfmark.logging import configure_logging
 from shelfmark.metrics import Metrics, MetricsMiddleware
 from shelfmark.patrons.api import router as patrons_router
 from shelfmark.ratelimit import create_counter
+from shelfmark.search.api import router as search_router
 from shelfmark.settings import Settings, get_settings
 from shelfmark.web.pages import install_web
 
@@ -42,12 +45,14 @@ Log in at `POST /api/v1/auth/token` and send `Authorization: Bearer <token>`.
 API_ROUTERS: tuple[APIRouter, ...] = (
     auth_router,
     marc_router,
+    search_router,
     catalog_router,
     audit_router,
     live_router,
     patrons_router,
     rules_router,
     circulation_router,
+    jobs_router,
 )
 
 
@@ -91,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cache = create_cache(settings.redis_url)
     app.state.rate_counter = create_counter(settings.redis_url)
     app.state.live = LiveEvents(settings.redis_url)
+    app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(
         MetricsMiddleware, metrics=app.state.metrics, prefixes=(API_PREFIX,)
     )  # outermost: sees all

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
+import signal
+import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, BinaryIO
 
 import typer
@@ -28,7 +34,10 @@ from shelfmark.interop import marc_export
 from shelfmark.interop.marc_import import ImportSummary, import_file
 from shelfmark.interop.marc_read import MarcFileError
 from shelfmark.migrate import upgrade
+from shelfmark.search.index import reindex_all
 from shelfmark.settings import get_settings
+from shelfmark.worker import celery_app
+from shelfmark.worker import configure as configure_celery
 
 app = typer.Typer(
     help="Shelfmark, a library management system.",
@@ -50,12 +59,20 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Server processes")] = 1,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
     server: Annotated[Server, typer.Option(help="ASGI server")] = Server.GRANIAN,
+    worker: Annotated[
+        bool, typer.Option(help="Also run a worker and beat as child processes (embedded mode)")
+    ] = True,
 ) -> None:
-    """Serve the API, the OPAC and the staff desk."""
+    """Serve the API, the OPAC and the staff desk (and, by default, the background jobs)."""
     settings = get_settings()
     console.print(
         f"Shelfmark on http://{host}:{port} (database: {_redacted(settings.database_url)})"
     )
+    with _supervised(_EMBEDDED_WORKER if worker else ()):
+        _serve(host=host, port=port, workers=workers, reload=reload, server=server)
+
+
+def _serve(*, host: str, port: int, workers: int, reload: bool, server: Server) -> None:
     if server is Server.GRANIAN:
         from granian import Granian  # noqa: PLC0415 - only the chosen server is loaded
         from granian.constants import Interfaces  # noqa: PLC0415
@@ -71,6 +88,106 @@ def serve(
             "shelfmark.asgi:app", host=host, port=port, workers=workers, reload=reload,
             proxy_headers=True, timeout_graceful_shutdown=25, access_log=False,
         )  # fmt: skip
+
+
+# `serve`'s children: one worker (one job at a time: SQLite has one writer) and beat.
+_EMBEDDED_WORKER = (
+    (sys.executable, "-m", "shelfmark", "worker", "--concurrency", "1"),
+    (sys.executable, "-m", "shelfmark", "beat"),
+)
+STOP_GRACE_SECONDS = 30.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _spawn(command: Sequence[str]) -> subprocess.Popen[bytes]:
+    # preexec_fn is unsafe once threads run; `serve` starts its children before any does.
+    return subprocess.Popen(  # noqa: S603 - our own commands, no shell
+        command,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509
+    )
+
+
+def _die_with_parent() -> None:
+    # In the child, before exec: the kernel sends it SIGTERM should `serve` die without
+    # stopping it (SIGKILL, a crash), so that no worker outlives its server.
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _supervised(commands: Sequence[Sequence[str]]) -> Iterator[None]:
+    """Run `commands` as child processes for as long as the block runs.
+
+    However the block ends (SIGTERM, Ctrl-C, an error), each child gets SIGTERM — a worker
+    then finishes its current job — and SIGKILL if it is still there after a grace period.
+    The children are in sessions of their own, so that a Ctrl-C in the terminal reaches the
+    server only and the children are stopped here, in order.
+    """
+    # SIGTERM must unwind the stack like Ctrl-C does, for the `finally` below to run (the
+    # ASGI servers re-raise the signal once they have shut down).
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        for command in commands:
+            child = _spawn(command)
+            children.append(child)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # a second SIGTERM stops us at once
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in children:
+            try:
+                child.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+class Pool(StrEnum):
+    PREFORK = "prefork"
+    SOLO = "solo"
+    THREADS = "threads"
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Jobs run at once (default: the CPU count)")
+    ] = None,
+    pool: Annotated[Pool, typer.Option(help="prefork (processes), solo or threads")] = Pool.PREFORK,
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Run a Celery worker: it runs the background jobs (BROKER_URL, or the embedded one)."""
+    configure_celery(get_settings())
+    # No mingle or gossip: they sync revoked tasks and worker events between workers, which
+    # the jobs table makes unneeded, and mingle alone adds a second to every start.
+    argv = [
+        "worker",
+        f"--pool={pool}",
+        f"--loglevel={loglevel}",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    if concurrency is not None:
+        argv.append(f"--concurrency={concurrency}")
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def beat(
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Run Celery beat, which starts the scheduled work. Run exactly one."""
+    configure_celery(get_settings())
+    celery_app.start(["beat", f"--loglevel={loglevel}"])
 
 
 def _redacted(url: str) -> str:
@@ -228,6 +345,25 @@ def export_marc(
         with out.open("wb") as stream:
             count = asyncio.run(run(stream))
     console.print(f"{count} records exported.")
+
+
+@app.command()
+def reindex() -> None:
+    """Rebuild the search index from the catalog, in one transaction."""
+
+    async def run() -> int:
+        engine = create_engine(get_settings())
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                return await reindex_all(session)
+        finally:
+            await engine.dispose()
+
+    started = time.perf_counter()
+    count = asyncio.run(run())
+    console.print(
+        f"Search index rebuilt: {count} bib records in {time.perf_counter() - started:.1f} s."
+    )
 
 
 def main() -> None:

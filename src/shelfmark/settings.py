@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     # How many times a job may be started (worker deaths, transient errors) before it fails.
     job_max_attempts: int = Field(default=3, ge=1)
     upload_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="Largest upload")
+    jobs_queue: str = Field(
+        default="shelfmark",
+        min_length=1,
+        description="Queue name: several Shelfmarks may share a broker",
+    )
 
     @field_validator("redis_url", "broker_url", "smtp_url", mode="before")
     @classmethod

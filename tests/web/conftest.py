@@ -15,13 +15,17 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from playwright.async_api import Browser, Page, async_playwright
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from conftest import unreachable
+from factories import make_bib, make_branch, make_category, make_item, make_patron, make_rule
 from shelfmark.app import create_app
+from shelfmark.catalog.models import Bib, Branch, Item
 from shelfmark.db import create_engine, create_sessionmaker
 from shelfmark.migrate import upgrade
+from shelfmark.patrons.models import Patron, PatronCategory
 from shelfmark.settings import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -103,3 +107,42 @@ async def browser_page_360(browser: Browser) -> AsyncIterator[Page]:
     page = await context.new_page()
     yield page
     await context.close()
+
+
+@pytest.fixture
+def app(app: FastAPI, connection: AsyncConnection) -> FastAPI:
+    """Read sessions join the test's transaction without a savepoint of their own. A page
+    that reads with both kinds of session (the record page for a logged-in user: the user
+    by the request's session, the record by the read session) would otherwise release its
+    savepoints out of order on the one test connection ("no such savepoint"). Read
+    sessions never commit, so there is nothing for a savepoint of theirs to keep apart."""
+    app.state.read_sessionmaker = async_sessionmaker(
+        bind=connection, expire_on_commit=False, autoflush=False,
+        join_transaction_mode="rollback_only",
+    )  # fmt: skip
+    return app
+
+
+@dataclass
+class Scene:
+    """A branch with its own terms (14 days, 1 renewal, 3 loans), a patron of a category
+    blocked above 5.00 owed, and a title with one copy there."""
+
+    branch: Branch
+    category: PatronCategory
+    patron: Patron
+    bib: Bib
+    item: Item
+
+
+async def make_scene(session: AsyncSession, *, title: str = "The dispossessed") -> Scene:
+    branch = await make_branch(session)
+    category = await make_category(session, fee_block_threshold="5.00")
+    await make_rule(
+        session, branch=branch, loan_period=14, renewals_allowed=1, max_loans=3,
+        fine_per_day="0.50", fine_cap="3.00",
+    )  # fmt: skip
+    patron = await make_patron(session, category=category, branch=branch, name="Ada Reader")
+    bib = await make_bib(session, title=title)
+    item = await make_item(session, bib=bib, branch=branch, shelfmark="FIC LEG")
+    return Scene(branch, category, patron, bib, item)

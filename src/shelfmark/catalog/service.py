@@ -43,6 +43,7 @@ from shelfmark.catalog.schemas import (
 )
 from shelfmark.db import fetch_mappings
 from shelfmark.errors import Conflict
+from shelfmark.search.index import index_bibs
 
 BIB_FIELDS = (
     "title", "subtitle", "contributors", "isbns", "publisher", "publication_year", "edition",
@@ -239,6 +240,7 @@ async def create_bib(
     await _flush_guarded(session, _control_number_taken(data.control_number))
     await _index_isbns(session, bib)
     await session.flush()
+    await index_bibs(session, [bib.id])
     await audit.record(
         session, actor=actor, action="bib.create", object_type="bib", object_id=bib.id,
         changes=values, now=now,
@@ -264,6 +266,7 @@ async def update_bib(
     if "isbns" in values:
         await _index_isbns(session, bib)
         await session.flush()
+    await index_bibs(session, [bib.id])
     invalidate(session, [bib_key(bib.id)])
     await audit.record(
         session, actor=actor, action="bib.update", object_type="bib", object_id=bib.id,

@@ -28,6 +28,7 @@ from shelfmark.catalog.service import require_branch_by_code
 from shelfmark.db import session_scope, utcnow
 from shelfmark.interop.marc_map import BibData, HoldingData, map_holdings, map_record
 from shelfmark.interop.marc_read import ReadResult, iter_marc
+from shelfmark.search.index import index_bibs
 
 BATCH_SIZE = 500
 GENERATED_BARCODE_PREFIX = "SM"
@@ -230,6 +231,7 @@ async def _apply_updates(
     if updates:
         await session.execute(update(Bib), updates)
         await _index_isbns(session, [(u["id"], u["isbns"]) for u in updates], replace=True)
+        await index_bibs(session, [u["id"] for u in updates])
         invalidate(session, [bib_key(u["id"]) for u in updates])
         summary.updated += len(updates)
 
@@ -248,6 +250,7 @@ async def _insert_new(
     await session.execute(insert(Bib), rows)
     created = list(zip(ids, new_rows, strict=True))
     await _index_isbns(session, [(bib_id, r.values["isbns"]) for bib_id, r in created])
+    await index_bibs(session, ids)
     return created
 
 

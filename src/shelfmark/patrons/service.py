@@ -20,6 +20,7 @@ from sqlalchemy.orm.interfaces import ORMOption
 
 from shelfmark.audit import service as audit
 from shelfmark.auth import service as auth_service
+from shelfmark.auth.models import User
 from shelfmark.auth.roles import Actor, require_admin, require_staff
 from shelfmark.catalog import service as catalog_service
 from shelfmark.catalog.errors import StillReferenced
@@ -236,6 +237,19 @@ async def lock_patron(session: AsyncSession, patron_id: int) -> Patron:
 def verify_pin(patron: Patron, pin: str) -> bool:
     """For the self-check machines: a patron without a PIN never verifies."""
     return patron.pin_hash is not None and auth_service.verify_password(patron.pin_hash, pin)
+
+
+async def authenticate_by_name_or_card(session: AsyncSession, *, login: str, password: str) -> User:
+    """Log in with a user name or, if no user has that name, a library card number: the
+    user linked to the card's patron (`users.patron_id`; a card linked to several users
+    logs in none). Every failure is the same `InvalidCredentials`, so that the answer never
+    tells whether a name or a card exists."""
+    if await auth_service.get_user_by_username(session, login) is None:
+        query = select(User.username).join(Patron, User.patron_id == Patron.id)
+        names = (await session.scalars(query.where(Patron.card_number == login).limit(2))).all()
+        if len(names) == 1:
+            login = names[0]
+    return await auth_service.authenticate(session, username=login, password=password)
 
 
 def _card_taken(card_number: str | None) -> CardNumberTaken:

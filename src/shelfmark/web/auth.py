@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import RedirectResponse, Response
 
 from shelfmark import ratelimit
-from shelfmark.auth import service as auth_service
 from shelfmark.deps import SessionDep
 from shelfmark.errors import InvalidCredentials
+from shelfmark.patrons import service as patrons_service
 from shelfmark.web.security import check_csrf
 from shelfmark.web.session import WebActorDep, log_in, log_out
 from shelfmark.web.templating import render
@@ -41,7 +41,9 @@ async def login(
 ) -> Response:
     await ratelimit.check_login(request, username)
     try:
-        user = await auth_service.authenticate(session, username=username, password=password)
+        user = await patrons_service.authenticate_by_name_or_card(
+            session, login=username, password=password
+        )
     except InvalidCredentials as error:
         context = {"next": safe_next(next), "error": error.detail, "username": username}
         return render(request, "login.html", context, status_code=401)

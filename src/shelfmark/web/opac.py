@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from shelfmark.catalog import service as catalog_service
 from shelfmark.deps import ReadSessionDep
+from shelfmark.web.account import hold_form
 from shelfmark.web.session import WebActorDep
 from shelfmark.web.templating import render
 
@@ -35,6 +36,6 @@ async def record(
     by_branch = defaultdict(list)
     for item in items:
         by_branch[item.branch.name].append(item)
-    return render(
-        request, "opac/record.html", {"bib": bib, "copies": dict(sorted(by_branch.items()))}
-    )
+    context = {"bib": bib, "copies": dict(sorted(by_branch.items()))}
+    context["hold_form"] = await hold_form(session, actor)
+    return render(request, "opac/record.html", context)

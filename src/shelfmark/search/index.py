@@ -1,0 +1,88 @@
+"""Keeping the search index current: in the transaction of every write, and all at once.
+
+Writers call `index_bibs` after their rows are flushed; whatever they changed is indexed in
+a few batched statements whether they wrote one bib or a batch of 500. A deleted bib takes
+its index rows with it (ON DELETE CASCADE, and on SQLite the FTS triggers of the cascade).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shelfmark.catalog.models import Bib
+from shelfmark.search.models import BibSearch, BibSearchSubject, bib_search_terms
+from shelfmark.search.text import index_row, index_terms
+
+REINDEX_BATCH = 2_000
+TERM_LOOKUP_BATCH = 2_000
+_SOURCE = (Bib.id, Bib.title, Bib.subtitle, Bib.contributors, Bib.subjects, Bib.series,
+           Bib.description, Bib.language, Bib.material_type, Bib.publication_year)  # fmt: skip
+
+
+async def index_bibs(session: AsyncSession, bib_ids: Collection[int]) -> None:
+    """(Re)write the index rows of `bib_ids` from their stored fields; ids of bibs that no
+    longer exist are dropped."""
+    if not bib_ids:
+        return
+    ids = sorted(set(bib_ids))
+    rows = (await session.execute(select(*_SOURCE).where(Bib.id.in_(ids)))).mappings().all()
+    await session.execute(delete(BibSearch).where(BibSearch.bib_id.in_(ids)))
+    await session.execute(delete(BibSearchSubject).where(BibSearchSubject.bib_id.in_(ids)))
+    await _insert(session, rows)
+
+
+async def _insert(session: AsyncSession, rows: Sequence[Mapping[Any, Any]]) -> None:
+    documents: list[dict[str, Any]] = []
+    subjects: list[dict[str, Any]] = []
+    terms: set[str] = set()
+    for row in rows:
+        indexed = index_row(row)
+        terms |= index_terms(indexed.values)
+        documents.append({"bib_id": row["id"], **indexed.values})
+        subjects.extend(
+            {"bib_id": row["id"], "key": key, "heading": heading}
+            for key, heading in indexed.headings.items()
+        )
+    if documents:
+        await session.execute(insert(BibSearch), documents)
+    if subjects:
+        await session.execute(insert(BibSearchSubject), subjects)
+    await _remember_terms(session, terms)
+
+
+async def _remember_terms(session: AsyncSession, terms: set[str]) -> None:
+    wanted = sorted(terms)
+    known: set[str] = set()
+    term = bib_search_terms.c.term
+    for start in range(0, len(wanted), TERM_LOOKUP_BATCH):
+        chunk = wanted[start : start + TERM_LOOKUP_BATCH]
+        known.update(await session.scalars(select(term).where(term.in_(chunk))))
+    missing = [{"term": word} for word in wanted if word not in known]
+    if missing:
+        await session.execute(insert(bib_search_terms), missing)
+
+
+async def reindex_all(session: AsyncSession, *, batch_size: int = REINDEX_BATCH) -> int:
+    """Rebuild the whole index from the catalog in the session's transaction (readers see
+    the old index until it commits). Returns the number of bibs indexed."""
+    await session.execute(delete(bib_search_terms))
+    await session.execute(delete(BibSearchSubject))
+    await session.execute(delete(BibSearch))
+    count, after = 0, 0
+    while True:
+        query = select(*_SOURCE).where(Bib.id > after).order_by(Bib.id).limit(batch_size)
+        rows = (await session.execute(query)).mappings().all()
+        if not rows:
+            break
+        await _insert(session, rows)
+        count += len(rows)
+        after = rows[-1]["id"]
+    if session.get_bind().dialect.name == "sqlite":
+        # Rebuilt from bib_search itself, so that an FTS index that had drifted (a restored
+        # file, a bug) is made whole again and not only appended to.
+        await session.execute(text("INSERT INTO bib_fts(bib_fts) VALUES ('rebuild')"))
+    return count

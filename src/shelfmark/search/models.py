@@ -1,0 +1,60 @@
+"""The search index: one row of folded text per bib, its main subject headings, and the
+vocabulary that typo tolerance draws on.
+
+Rows are written by `search.index` in the transaction that writes the bib, and go with it
+(ON DELETE CASCADE). Each database adds its own full-text structure in migration 0004: on
+PostgreSQL a generated, weighted `document` tsvector column (GIN) and pg_trgm indexes; on
+SQLite the external-content FTS5 table `bib_fts` over these columns, kept in step by
+triggers (which a cascaded delete fires too). Neither is mapped here: only the backends
+query them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, ForeignKey, Index, SmallInteger, String, Table, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shelfmark.db import Base, BigId
+
+
+class BibSearch(Base):
+    __tablename__ = "bib_search"
+
+    bib_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("bibs.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The folded title without a leading article: what a whole-title query is compared with.
+    title_key: Mapped[str] = mapped_column(Text, default="")
+    title_text: Mapped[str] = mapped_column(Text, default="")  # title and subtitle
+    contributors_text: Mapped[str] = mapped_column(Text, default="")
+    subjects_text: Mapped[str] = mapped_column(Text, default="")  # subjects and series
+    description_text: Mapped[str] = mapped_column(Text, default="")
+    # Copies of the bib's filter and facet columns: a search then reads this narrow table
+    # only, and the wide `bibs` rows just for the page it returns.
+    language: Mapped[str | None] = mapped_column(String(3))
+    material_type: Mapped[str] = mapped_column(String(32))
+    publication_year: Mapped[int | None] = mapped_column(SmallInteger)
+
+
+class BibSearchSubject(Base):
+    __tablename__ = "bib_search_subjects"
+    __table_args__ = (Index(None, "key", "bib_id"),)
+
+    bib_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("bibs.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(500), primary_key=True)  # the folded heading
+    heading: Mapped[str] = mapped_column(String(500))
+
+
+# Every word of three letters or more ever indexed: where typo tolerance looks up which
+# words one edit away from a query word exist. Words are only added (a word no bib has any
+# more costs a lookup that finds nothing) and never locked: the index is not unique, so two
+# writers adding the same word never wait on each other, and a rare duplicate is harmless.
+# `shelfmark reindex` rebuilds it.
+bib_search_terms = Table(
+    "bib_search_terms",
+    Base.metadata,
+    Column("term", String(64), nullable=False),
+    Index(None, "term"),
+)

@@ -1,0 +1,50 @@
+"""Search fixtures, and the judged set's hits@1 / hits@5 printed at the end of the run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+MARC_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "marc"
+# database -> {query: rank of the expected record, or None when it is not in the top 20}
+JUDGED_RANKS = pytest.StashKey[dict[str, dict[str, int | None]]]()
+
+
+@pytest.fixture
+def judged_ranks(request: pytest.FixtureRequest) -> dict[str, dict[str, int | None]]:
+    return request.config.stash.setdefault(JUDGED_RANKS, {})
+
+
+@pytest.fixture(scope="session")
+def marc_file() -> Callable[[str], Path]:
+    return shared
+
+
+def shared(name: str) -> Path:
+    """A file of ../shared/data/marc: skipped without it, a failure under CI=true."""
+    path = MARC_DIR / name
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{path} is missing (CI=true: ../shared must be beside the checkout)")
+        pytest.skip(f"{path} is missing: ../shared/data/marc is not beside this checkout")
+    return path
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    ranks = config.stash.get(JUDGED_RANKS, {})
+    if not ranks:
+        return
+    terminalreporter.section("search: judged queries over the LoC 10k sample")
+    for database, by_query in sorted(ranks.items()):
+        count = len(by_query)
+        at1 = sum(1 for rank in by_query.values() if rank == 1)
+        at5 = sum(1 for rank in by_query.values() if rank is not None and rank <= 5)
+        terminalreporter.write_line(
+            f"{database:10} hits@1 = {at1}/{count} ({at1 / count:.0%})   "
+            f"hits@5 = {at5}/{count} ({at5 / count:.0%})"
+        )

@@ -1,0 +1,115 @@
+"""The index follows every write, in the writer's transaction; `reindex_all` rebuilds it."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from factories import make_bib
+from shelfmark.auth.roles import SYSTEM
+from shelfmark.catalog import service as catalog_service
+from shelfmark.catalog.schemas import BibUpdate
+from shelfmark.interop.marc_import import import_file
+from shelfmark.interop.marc_read import iter_marc
+from shelfmark.search import service
+from shelfmark.search.index import index_bibs, reindex_all
+from shelfmark.search.models import BibSearch, BibSearchSubject, bib_search_terms
+
+
+async def found(session: AsyncSession, q: str) -> list[int]:
+    page = await service.search(session, q=q, filters=service.SearchFilters())
+    return [hit.id for hit in page.items]
+
+
+class TestIndexBibs:
+    async def test_create_update_delete_in_the_same_transaction(
+        self, session: AsyncSession
+    ) -> None:
+        bib = await make_bib(session, title="Zorblax almanac", subjects=["Zorblaxes"])
+        assert await found(session, "zorblax almanac") == [bib.id]
+
+        data = BibUpdate(title="Quillon almanac", contributors=[{"name": "Ößwald, Jürgen"}])
+        await catalog_service.update_bib(session, actor=SYSTEM, bib=bib, data=data)
+        assert await found(session, "quillon almanac") == [bib.id]
+        assert await found(session, "osswald jurgen") == [bib.id]
+        assert await found(session, "zorblax almanac") == []
+        assert await found(session, "zorblaxes") == [bib.id]  # subjects kept
+
+        await catalog_service.delete_bib(session, actor=SYSTEM, bib=bib)
+        assert await found(session, "quillon almanac") == []
+        left = await session.scalar(
+            select(func.count())
+            .select_from(BibSearchSubject)
+            .where(BibSearchSubject.bib_id == bib.id)
+        )
+        assert left == 0
+        assert await session.get(BibSearch, bib.id) is None
+
+    async def test_a_rolled_back_write_leaves_no_trace(self, session: AsyncSession) -> None:
+        kept = await make_bib(session, title="Zorblax kept")
+        savepoint = await session.begin_nested()
+        await make_bib(session, title="Zorblax dropped")
+        await savepoint.rollback()
+        assert await found(session, "zorblax") == [kept.id]
+
+    async def test_a_batch_in_one_call(self, session: AsyncSession) -> None:
+        bibs = [await make_bib(session, title=f"Zorblax {n}") for n in range(3)]
+        await session.execute(delete(BibSearch))
+        assert await found(session, "zorblax") == []
+        await index_bibs(session, [b.id for b in bibs] + [-1])  # an unknown id is ignored
+        assert sorted(await found(session, "zorblax")) == [b.id for b in bibs]
+
+    async def test_words_are_remembered_for_typos(self, session: AsyncSession) -> None:
+        await make_bib(session, title="Quillonography")
+        terms = await session.scalars(
+            select(bib_search_terms.c.term).where(bib_search_terms.c.term == "quillonography")
+        )
+        assert terms.all() == ["quillonography"]
+
+
+class TestImport:
+    async def test_each_batch_is_indexed(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        session: AsyncSession,
+        marc_file: Callable[[str], Path],
+    ) -> None:
+        summary = await import_file(sessionmaker, marc_file("marc.dat"), actor=SYSTEM, batch_size=7)
+        assert summary.created == 20
+        indexed = await session.scalar(select(func.count()).select_from(BibSearch))
+        assert indexed == 20
+        page = await service.search(session, q="python", filters=service.SearchFilters())
+        assert page.total > 0
+
+    async def test_an_updated_record_is_reindexed(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        session: AsyncSession,
+        marc_file: Callable[[str], Path],
+    ) -> None:
+        record = next(iter_marc(marc_file("marc.dat"))).record
+        assert record is not None
+        await import_file(sessionmaker, io.BytesIO(record.as_marc()), actor=SYSTEM)
+        record["245"]["a"] = "Zorblax retitled /"
+        summary = await import_file(sessionmaker, io.BytesIO(record.as_marc()), actor=SYSTEM)
+        assert summary.updated == 1
+        assert len(await found(session, "zorblax retitled")) == 1
+
+
+class TestReindexAll:
+    async def test_rebuilds_a_lost_index(self, session: AsyncSession) -> None:
+        bib = await make_bib(session, title="Zorblax rebuilt", subjects=["Quillons"])
+        await session.execute(delete(BibSearchSubject))
+        await session.execute(delete(BibSearch))
+        await session.execute(delete(bib_search_terms))
+        assert await found(session, "zorblax") == []
+        count = await reindex_all(session)
+        assert count >= 1
+        assert await found(session, "zorblax rebuilt") == [bib.id]
+        assert await found(session, "zorblx rebuilt") == [bib.id]  # the vocabulary is back
+        page = await service.search(session, q="zorblax", filters=service.SearchFilters())
+        assert [f.value for f in page.facets.subject] == ["Quillons"]
