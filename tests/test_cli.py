@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,3 +103,15 @@ def test_demo_loads_once(home: Path) -> None:
     code, out = run("demo")
     assert code == 0
     assert "not loaded again" in out
+
+
+def test_migrate_and_demo_in_fresh_processes(tmp_path: Path) -> None:
+    """As `make run` does it: each command a new process that imports only what it needs."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env["SHELFMARK_HOME"] = str(tmp_path)
+    for command in (["migrate"], ["demo"], ["import-marc", str(DEMO), "--json"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "shelfmark", *command], env=env, capture_output=True,
+            text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+import shelfmark.models  # noqa: F401 - every model, so that foreign keys across domains resolve
 from shelfmark.auth import service as auth_service
 from shelfmark.auth.roles import SYSTEM, Role
 from shelfmark.db import (

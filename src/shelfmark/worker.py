@@ -37,6 +37,7 @@ from celery.signals import (
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+import shelfmark.models  # noqa: F401 - every model, so that foreign keys across domains resolve
 from shelfmark.db import create_engine, create_sessionmaker
 from shelfmark.settings import Settings, get_settings
 
