@@ -84,3 +84,13 @@ class TestCounters:
         counter = RedisCounter(f"redis://127.0.0.1:{free_port()}/0")
         await ratelimit.check(counter, Limit("x", 0, 60), "anyone")  # no exception
         await counter.close()
+
+
+async def test_search_is_limited_per_address(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "SEARCH_PER_ADDRESS", Limit("search-ip", 3, 60))
+    statuses = [
+        (await client.get("/api/v1/search", params={"q": "anything"})).status_code for _ in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from shelfmark import ratelimit
 from shelfmark.catalog.schemas import MaterialType
 from shelfmark.deps import ReadSessionDep
 from shelfmark.search import service
@@ -17,6 +18,7 @@ router = APIRouter(tags=["search"])
 
 @router.get("/search", response_model=SearchPage)
 async def search(
+    request: Request,
     session: ReadSessionDep,
     q: Annotated[
         str | None,
@@ -40,6 +42,7 @@ async def search(
     book first, words match in any order across title and names, diacritics and case are
     ignored, the last word matches as a prefix, and a word with one typo still matches.
     """
+    await ratelimit.check_search(request)
     filters = service.SearchFilters(
         material_type=material_type, language=language, year_from=year_from, year_to=year_to,
         subject=subject, branch=branch, available=available,
