@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -163,6 +164,16 @@ async def fetch_mappings(
     driver: Any = raw.driver_connection
     records: Sequence[Mapping[str, Any]] = await driver.fetch(sql_text, *(params[n] for n in names))
     return records
+
+
+async def flush_or_raise(session: AsyncSession, error: Exception) -> None:
+    """Flush inside a savepoint; a violated constraint becomes `error` (a domain error) and
+    the session stays usable. The database, not a prior SELECT, has the last word."""
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        raise error from exc
 
 
 AfterCommit = Callable[[], Awaitable[None] | None]

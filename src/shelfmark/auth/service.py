@@ -8,13 +8,13 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfmark.audit import service as audit
 from shelfmark.auth.errors import UsernameTaken
 from shelfmark.auth.models import User
 from shelfmark.auth.roles import Actor, Role, require_admin
+from shelfmark.db import flush_or_raise
 from shelfmark.errors import InvalidCredentials, Unauthenticated
 
 _hasher = PasswordHasher()
@@ -81,11 +81,7 @@ async def create_user(
         patron_id=patron_id,
     )
     session.add(user)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        raise UsernameTaken(f"The user name {username!r} is taken.") from exc
+    await flush_or_raise(session, UsernameTaken(f"The user name {username!r} is taken."))
     await audit.record(
         session, actor=actor, action="user.create", object_type="user", object_id=user.id,
         changes={"username": username, "role": role.value, "patron_id": patron_id},

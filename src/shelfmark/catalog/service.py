@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, String, bindparam, cast, delete, exists, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
@@ -41,8 +40,7 @@ from shelfmark.catalog.schemas import (
     ItemCreate,
     ItemUpdate,
 )
-from shelfmark.db import fetch_mappings
-from shelfmark.errors import Conflict
+from shelfmark.db import fetch_mappings, flush_or_raise
 from shelfmark.search.index import index_bibs
 
 BIB_FIELDS = (
@@ -53,15 +51,6 @@ BIB_FIELDS = (
 
 def _snapshot(obj: Any, fields: Sequence[str]) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in fields}
-
-
-async def _flush_guarded(session: AsyncSession, error: Conflict) -> None:
-    """Flush inside a savepoint; a violated constraint becomes `error`, the session lives on."""
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        raise error from exc
 
 
 def _contains(column: Any, text: str) -> Any:
@@ -97,7 +86,7 @@ async def create_branch(session: AsyncSession, *, actor: Actor, data: BranchCrea
     require_staff(actor)
     branch = Branch(**data.model_dump())
     session.add(branch)
-    await _flush_guarded(session, BranchCodeTaken(f"Branch code {data.code!r} is already in use."))
+    await flush_or_raise(session, BranchCodeTaken(f"Branch code {data.code!r} is already in use."))
     await audit.record(
         session, actor=actor, action="branch.create", object_type="branch",
         object_id=branch.id, changes=data.model_dump(),
@@ -113,7 +102,7 @@ async def update_branch(
     before = _snapshot(branch, list(changes))
     for name, value in changes.items():
         setattr(branch, name, value)
-    await _flush_guarded(session, BranchCodeTaken(f"Branch code {data.code!r} is already in use."))
+    await flush_or_raise(session, BranchCodeTaken(f"Branch code {data.code!r} is already in use."))
     await audit.record(
         session, actor=actor, action="branch.update", object_type="branch",
         object_id=branch.id, changes=audit.diff(before, changes),
@@ -130,7 +119,7 @@ async def delete_branch(session: AsyncSession, *, actor: Actor, branch: Branch) 
         object_id=branch.id, changes=_snapshot(branch, ("code", "name")),
     )  # fmt: skip
     await session.delete(branch)
-    await _flush_guarded(session, StillReferenced(f"Branch {branch.code!r} is still referenced."))
+    await flush_or_raise(session, StillReferenced(f"Branch {branch.code!r} is still referenced."))
 
 
 # --- bibs -------------------------------------------------------------------------------
@@ -237,7 +226,7 @@ async def create_bib(
     values = _bib_values(data, partial=False)
     bib = Bib(**values)
     session.add(bib)
-    await _flush_guarded(session, _control_number_taken(data.control_number))
+    await flush_or_raise(session, _control_number_taken(data.control_number))
     await _index_isbns(session, bib)
     await session.flush()
     await index_bibs(session, [bib.id])
@@ -262,7 +251,7 @@ async def update_bib(
     before = _snapshot(bib, list(values))
     for name, value in values.items():
         setattr(bib, name, value)
-    await _flush_guarded(session, _control_number_taken(values.get("control_number")))
+    await flush_or_raise(session, _control_number_taken(values.get("control_number")))
     if "isbns" in values:
         await _index_isbns(session, bib)
         await session.flush()
@@ -285,7 +274,7 @@ async def delete_bib(session: AsyncSession, *, actor: Actor, bib: Bib) -> None:
         changes=_snapshot(bib, ("title", "control_number")),
     )  # fmt: skip
     await session.delete(bib)
-    await _flush_guarded(session, StillReferenced(f"Bib record {bib.id} is still referenced."))
+    await flush_or_raise(session, StillReferenced(f"Bib record {bib.id} is still referenced."))
 
 
 # --- items ------------------------------------------------------------------------------
@@ -365,7 +354,7 @@ async def create_item(
     item = Item(**values, branch_id=branch.id)
     item.branch = branch
     session.add(item)
-    await _flush_guarded(session, BarcodeTaken(f"Barcode {data.barcode!r} is already in use."))
+    await flush_or_raise(session, BarcodeTaken(f"Barcode {data.barcode!r} is already in use."))
     await audit.record(
         session, actor=actor, action="item.create", object_type="item", object_id=item.id,
         changes=data.model_dump(), now=now,
@@ -395,7 +384,7 @@ async def update_item(
             item.branch_id, item.branch = branch.id, branch
         else:
             setattr(item, name, value)
-    await _flush_guarded(session, BarcodeTaken(f"Barcode {data.barcode!r} is already in use."))
+    await flush_or_raise(session, BarcodeTaken(f"Barcode {data.barcode!r} is already in use."))
     await audit.record(
         session, actor=actor, action="item.update", object_type="item", object_id=item.id,
         changes=audit.diff(before, changes), now=now,
@@ -410,6 +399,6 @@ async def delete_item(session: AsyncSession, *, actor: Actor, item: Item) -> Non
         changes=_snapshot(item, ("barcode", "bib_id")),
     )  # fmt: skip
     await session.delete(item)
-    await _flush_guarded(
+    await flush_or_raise(
         session, StillReferenced(f"Item {item.barcode!r} has circulation history.")
     )

@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import ORMOption
@@ -25,7 +24,8 @@ from shelfmark.auth.roles import Actor, require_admin, require_staff
 from shelfmark.catalog import service as catalog_service
 from shelfmark.catalog.errors import StillReferenced
 from shelfmark.catalog.models import Branch
-from shelfmark.errors import Conflict, Forbidden
+from shelfmark.db import flush_or_raise
+from shelfmark.errors import Forbidden
 from shelfmark.patrons.errors import (
     BlockNotFound,
     CardNumberTaken,
@@ -49,15 +49,6 @@ PATRON_LOAD: tuple[ORMOption, ...] = (
 )
 # What circulation's checks need of a patron: the row and its category (rules, threshold).
 WITH_CATEGORY: tuple[ORMOption, ...] = (joinedload(Patron.category, innerjoin=True),)
-
-
-async def _flush_guarded(session: AsyncSession, error: Conflict) -> None:
-    """Flush inside a savepoint; a violated constraint becomes `error`, the session lives on."""
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        raise error from exc
 
 
 def check_patron_access(actor: Actor, patron_id: int) -> None:
@@ -100,7 +91,7 @@ async def create_category(
     require_admin(actor)
     category = PatronCategory(**data.model_dump())
     session.add(category)
-    await _flush_guarded(session, CategoryCodeTaken(f"Category code {data.code!r} is taken."))
+    await flush_or_raise(session, CategoryCodeTaken(f"Category code {data.code!r} is taken."))
     await audit.record(
         session, actor=actor, action="patron_category.create", object_type="patron_category",
         object_id=category.id, changes=data.model_dump(), now=now,
@@ -267,7 +258,7 @@ async def create_patron(
     if data.pin is not None:
         patron.pin_hash = auth_service.hash_password(data.pin)
     session.add(patron)
-    await _flush_guarded(session, _card_taken(data.card_number))
+    await flush_or_raise(session, _card_taken(data.card_number))
     await audit.record(
         session, actor=actor, action="patron.create", object_type="patron", object_id=patron.id,
         changes=data.model_dump(exclude={"pin"}) | {"pin": data.pin is not None}, now=now,
@@ -306,7 +297,7 @@ async def update_patron(
             before[name] = getattr(patron, name)
             setattr(patron, name, value)
         record[name] = value
-    await _flush_guarded(session, _card_taken(changes.get("card_number")))
+    await flush_or_raise(session, _card_taken(changes.get("card_number")))
     await audit.record(
         session, actor=actor, action="patron.update", object_type="patron", object_id=patron.id,
         changes=audit.diff(before, record), now=now,
@@ -324,7 +315,7 @@ async def delete_patron(
         changes={"card_number": patron.card_number, "name": patron.name}, now=now,
     )  # fmt: skip
     await session.delete(patron)
-    await _flush_guarded(
+    await flush_or_raise(
         session, StillReferenced(f"Patron {patron.card_number!r} has circulation history.")
     )
 
