@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,3 +58,6 @@ async def current_actor(actor: Annotated[Actor | None, Depends(optional_actor)])
 
 ActorDep = Annotated[Actor, Depends(current_actor)]
 OptionalActorDep = Annotated[Actor | None, Depends(optional_actor)]
+
+# An id in a path: a positive integer (0 or less is a 422, never a lookup).
+PathId = Annotated[int, Path(ge=1)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from shelfmark.cache import Cache, bib_key, cached
 from shelfmark.catalog import service
@@ -23,12 +23,16 @@ from shelfmark.catalog.schemas import (
     MaterialType,
 )
 from shelfmark.deps import ActorDep, ReadSessionDep, SessionDep
-from shelfmark.pagination import Page, PageParams, decode_int_cursor, next_cursor_of, page_params
+from shelfmark.deps import PathId as Id
+from shelfmark.pagination import (
+    Page,
+    PageDep,
+    decode_int_cursor,
+    next_cursor_of,
+)
 from shelfmark.responses import etagged
 
 router = APIRouter(tags=["catalog"])
-PageDep = Annotated[PageParams, Depends(page_params)]
-Id = Annotated[int, Path(ge=1)]
 
 
 def item_read(item: Item) -> ItemRead:

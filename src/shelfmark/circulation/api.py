@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Body, Query, Response, status
 
 from shelfmark.catalog import service as catalog_service
 from shelfmark.circulation import calendar, fees, holds, loans
@@ -32,11 +32,15 @@ from shelfmark.circulation.schemas import (
 )
 from shelfmark.db import utcnow
 from shelfmark.deps import ActorDep, SessionDep
-from shelfmark.pagination import Page, PageParams, decode_int_cursor, next_cursor_of, page_params
+from shelfmark.deps import PathId as Id
+from shelfmark.pagination import (
+    Page,
+    PageDep,
+    decode_int_cursor,
+    next_cursor_of,
+)
 
 router = APIRouter(tags=["circulation"])
-PageDep = Annotated[PageParams, Depends(page_params)]
-Id = Annotated[int, Path(ge=1)]
 
 
 def loan_read(loan: Loan) -> LoanRead:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from shelfmark.circulation import rules
 from shelfmark.circulation.models import CirculationRule
@@ -17,11 +17,15 @@ from shelfmark.circulation.schemas import (
 )
 from shelfmark.db import utcnow
 from shelfmark.deps import ActorDep, SessionDep
-from shelfmark.pagination import Page, PageParams, decode_int_cursor, next_cursor_of, page_params
+from shelfmark.deps import PathId as Id
+from shelfmark.pagination import (
+    Page,
+    PageDep,
+    decode_int_cursor,
+    next_cursor_of,
+)
 
 router = APIRouter(tags=["rules"])
-PageDep = Annotated[PageParams, Depends(page_params)]
-Id = Annotated[int, Path(ge=1)]
 
 
 def rule_read(rule: CirculationRule) -> RuleRead:

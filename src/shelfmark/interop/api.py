@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from starlette.responses import Response
 
+from shelfmark.deps import PathId as Id
 from shelfmark.deps import ReadSessionDep
 from shelfmark.interop import marc_export
 
 router = APIRouter(tags=["marc"])
-Id = Annotated[int, Path(ge=1)]
 
 
 @router.get(

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Path, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
 
 from shelfmark.catalog.schemas import Code
 from shelfmark.db import utcnow
 from shelfmark.deps import ActorDep, SessionDep, SettingsDep
+from shelfmark.deps import PathId as Id
 from shelfmark.jobs import service
 from shelfmark.jobs.models import Job
 from shelfmark.jobs.schemas import (
@@ -23,11 +24,14 @@ from shelfmark.jobs.schemas import (
     KindName,
     MarcImportAccepted,
 )
-from shelfmark.pagination import Page, PageParams, decode_int_cursor, next_cursor_of, page_params
+from shelfmark.pagination import (
+    Page,
+    PageDep,
+    decode_int_cursor,
+    next_cursor_of,
+)
 
 router = APIRouter(tags=["jobs"])
-PageDep = Annotated[PageParams, Depends(page_params)]
-Id = Annotated[int, Path(ge=1)]
 
 
 def job_read(job: Job) -> JobRead:

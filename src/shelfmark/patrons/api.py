@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from shelfmark.db import utcnow
 from shelfmark.deps import ActorDep, SessionDep
+from shelfmark.deps import PathId as Id
 from shelfmark.errors import Forbidden
-from shelfmark.pagination import Page, PageParams, decode_int_cursor, next_cursor_of, page_params
+from shelfmark.pagination import (
+    Page,
+    PageDep,
+    decode_int_cursor,
+    next_cursor_of,
+)
 from shelfmark.patrons import service
 from shelfmark.patrons.models import Patron
 from shelfmark.patrons.schemas import (
@@ -24,8 +30,6 @@ from shelfmark.patrons.schemas import (
 )
 
 router = APIRouter(tags=["patrons"])
-PageDep = Annotated[PageParams, Depends(page_params)]
-Id = Annotated[int, Path(ge=1)]
 
 
 def patron_read(patron: Patron) -> PatronRead:

@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Path, Request
+from fastapi import APIRouter, Depends, Form, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
 
@@ -26,6 +26,7 @@ from shelfmark.circulation.loans import LoanFilters
 from shelfmark.circulation.models import ACTIVE_HOLD_STATUSES, Fee, Hold, Loan
 from shelfmark.circulation.schemas import HoldCreate
 from shelfmark.db import utcnow
+from shelfmark.deps import PathId as Id
 from shelfmark.deps import SessionDep
 from shelfmark.errors import Forbidden
 from shelfmark.patrons import service as patrons_service
@@ -38,7 +39,6 @@ from shelfmark.web.templating import render
 from shelfmark.web.titles import titles_of
 
 router = APIRouter(include_in_schema=False)
-Id = Annotated[int, Path(ge=1)]
 SHOWN = 200
 CHANNEL_LABELS = {"email": "E-mail", "sms": "Text message", "print": "Letter by post",
                   "none": "No notices"}  # fmt: skip
