@@ -18,7 +18,8 @@ from shelfmark.settings import Settings
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
+    # async: a plain function dependency would be run on the thread pool, per request
     settings: Settings = request.app.state.settings
     return settings
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
@@ -59,12 +59,21 @@ def next_cursor_of(rows: Sequence[Any], limit: int, key: str = "id") -> str | No
     return encode_cursor(getattr(rows[limit - 1], key))
 
 
+def next_cursor_of_rows(
+    rows: Sequence[Mapping[str, Any]], limit: int, key: str = "id"
+) -> str | None:
+    """`next_cursor_of` for rows read as mappings."""
+    if len(rows) <= limit:
+        return None
+    return encode_cursor(rows[limit - 1][key])
+
+
 class PageParams(BaseModel):
     limit: int = DEFAULT_LIMIT
     cursor: str | None = None
 
 
-def page_params(
+async def page_params(  # async: a plain def would be run on the thread pool
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Rows per page")] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> PageParams:
