@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pymarc
-from _common import fresh_database
+from _common import bench_database
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT.parent / "shared" / "data" / "marc" / "loc-books-2016-sample-10k.mrc"
@@ -79,12 +79,7 @@ def main() -> None:
     )
     for database in args.databases.split(","):
         home = tempfile.mkdtemp(prefix="shelfmark-bench-")
-        if database == "sqlite":
-            url = f"sqlite+aiosqlite:///{home}/bench.db"
-        else:
-            url = fresh_database("shelfmark_bench_marc").replace(
-                "postgresql://", "postgresql+asyncpg://"
-            )
+        url = bench_database(database, name="shelfmark_bench_marc", home=home)
         out = subprocess.run(
             [sys.executable, __file__, str(args.file), "--child", url, home],
             capture_output=True, text=True, check=True,

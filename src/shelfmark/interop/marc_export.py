@@ -18,8 +18,8 @@ from sqlalchemy.orm import undefer
 
 from shelfmark.catalog.errors import BibNotFound
 from shelfmark.catalog.models import Bib
-from shelfmark.interop.marc_import import bib_values
 from shelfmark.interop.marc_map import map_record
+from shelfmark.interop.marc_prepare import bib_values
 from shelfmark.interop.marc_write import record_from_bib, to_marc21
 
 Format = Literal["marc", "xml"]

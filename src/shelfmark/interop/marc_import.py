@@ -11,13 +11,12 @@ a re-import picks up where it stopped without duplicating anything.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shelfmark.audit import service as audit
@@ -26,11 +25,13 @@ from shelfmark.cache import bib_key, invalidate
 from shelfmark.catalog.models import Bib, BibIsbn, Branch, Item
 from shelfmark.catalog.service import require_branch_by_code
 from shelfmark.db import session_scope, utcnow
-from shelfmark.interop.marc_map import BibData, HoldingData, map_holdings, map_record
-from shelfmark.interop.marc_read import ReadResult, iter_marc
-from shelfmark.search.index import index_bibs
+from shelfmark.interop.marc_map import HoldingData
+from shelfmark.interop.marc_prepare import Incoming, PreparedBatch, prepared_batches
+from shelfmark.search.index import index_bibs, index_prepared
 
 BATCH_SIZE = 500
+_BIBS = cast(Table, Bib.__table__)
+_ITEMS = cast(Table, Item.__table__)
 GENERATED_BARCODE_PREFIX = "SM"
 # Fields compared to tell `unchanged` from `updated`, and written on update.
 _FIELDS = (
@@ -54,61 +55,6 @@ class ImportSummary:
         return asdict(self)
 
 
-@dataclass(frozen=True, slots=True)
-class _Incoming:
-    index: int
-    values: dict[str, Any]
-    holdings: tuple[HoldingData, ...]
-
-
-def bib_values(data: BibData, marc: bytes | None) -> dict[str, Any]:
-    """The row of `bibs` that a mapped record (and its UTF-8 MARC21 bytes) becomes."""
-    return {
-        "title": data.title,
-        "subtitle": data.subtitle,
-        "contributors": [{"name": c.name, "role": c.role} for c in data.contributors],
-        "isbns": list(data.isbns),
-        "publisher": data.publisher,
-        "publication_year": data.publication_year,
-        "edition": data.edition,
-        "language": data.language,
-        "subjects": list(data.subjects),
-        "series": list(data.series),
-        "description": data.description,
-        "material_type": data.material_type or "book",
-        "control_number": data.control_number,
-        "marc": marc,
-        "fingerprint": data.fingerprint(),
-    }
-
-
-def _map(results: Sequence[ReadResult], summary: ImportSummary) -> list[_Incoming]:
-    incoming: list[_Incoming] = []
-    for result in results:
-        summary.read += 1
-        if result.record is None:
-            summary.errors.append(
-                {"index": result.index, "control_number": result.control_number,
-                 "reason": result.error or "unreadable record"}
-            )  # fmt: skip
-            continue
-        try:
-            data = map_record(result.record)
-            holdings = map_holdings(result.record)
-        except Exception as exc:  # one bad record never stops a file
-            summary.errors.append(
-                {"index": result.index, "control_number": result.control_number,
-                 "reason": f"cannot map the record: {exc}"}
-            )  # fmt: skip
-            continue
-        for warning in (*result.warnings, *data.warnings):
-            summary.warnings.append(
-                {"index": result.index, "control_number": data.control_number, "reason": warning}
-            )
-        incoming.append(_Incoming(result.index, bib_values(data, result.marc21()), holdings))
-    return incoming
-
-
 class _Matcher:
     """Finds the bib a record is a new version of, among stored and earlier batch records."""
 
@@ -118,7 +64,7 @@ class _Matcher:
         self.by_fingerprint: dict[str, int] = {}
         self.control_of: dict[int, str | None] = {}
 
-    async def load(self, session: AsyncSession, incoming: Sequence[_Incoming]) -> None:
+    async def load(self, session: AsyncSession, incoming: Sequence[Incoming]) -> None:
         controls = {i.values["control_number"] for i in incoming} - {None}
         isbns = {isbn for i in incoming for isbn in i.values["isbns"]}
         prints = {i.values["fingerprint"] for i in incoming}
@@ -176,21 +122,24 @@ async def import_batch(
     session: AsyncSession,
     *,
     actor: Actor,
-    results: Sequence[ReadResult],
+    batch: PreparedBatch,
     summary: ImportSummary,
     items_branch: str | None = None,
     matcher: _Matcher | None = None,
 ) -> None:
-    """Import one batch of read records in the session's transaction (the caller commits)."""
+    """Import one prepared batch in the session's transaction (the caller commits)."""
     require_staff(actor)
-    incoming = _map(results, summary)
+    summary.read += batch.read
+    summary.errors.extend(batch.errors)
+    summary.warnings.extend(batch.warnings)
+    incoming = batch.incoming
     if not incoming:
         return
     matcher = matcher or _Matcher()
     await matcher.load(session, incoming)
 
-    new_rows: list[_Incoming] = []
-    changed: dict[int, _Incoming] = {}
+    new_rows: list[Incoming] = []
+    changed: dict[int, Incoming] = {}
     for record in incoming:
         bib_id = matcher.match(record.values)
         if bib_id is None:
@@ -212,7 +161,7 @@ async def import_batch(
 
 
 async def _apply_updates(
-    session: AsyncSession, changed: dict[int, _Incoming], summary: ImportSummary
+    session: AsyncSession, changed: dict[int, Incoming], summary: ImportSummary
 ) -> None:
     if not changed:
         return
@@ -237,8 +186,8 @@ async def _apply_updates(
 
 
 async def _insert_new(
-    session: AsyncSession, new_rows: Sequence[_Incoming]
-) -> list[tuple[int, _Incoming]]:
+    session: AsyncSession, new_rows: Sequence[Incoming]
+) -> list[tuple[int, Incoming]]:
     if not new_rows:
         return []
     now = utcnow()
@@ -247,10 +196,12 @@ async def _insert_new(
         {**r.values, "id": bib_id, "created_at": now, "updated_at": now}
         for bib_id, r in zip(ids, new_rows, strict=True)
     ]
-    await session.execute(insert(Bib), rows)
+    # Core, not the ORM's bulk insert: the rows are complete, and the ORM's bookkeeping for
+    # them cost more than the statement.
+    await session.execute(insert(_BIBS), rows)
     created = list(zip(ids, new_rows, strict=True))
     await _index_isbns(session, [(bib_id, r.values["isbns"]) for bib_id, r in created])
-    await index_bibs(session, ids)
+    await index_prepared(session, [(bib_id, r.search) for bib_id, r in created])
     return created
 
 
@@ -288,7 +239,7 @@ async def _index_isbns(
 
 async def _insert_items(
     session: AsyncSession,
-    created: Sequence[tuple[int, _Incoming]],
+    created: Sequence[tuple[int, Incoming]],
     summary: ImportSummary,
     items_branch: str | None,
 ) -> None:
@@ -297,7 +248,7 @@ async def _insert_items(
     if not created:
         return
     branches = dict((await session.execute(select(Branch.code, Branch.id))).all())
-    copies: list[tuple[_Incoming, HoldingData]] = []
+    copies: list[tuple[Incoming, HoldingData]] = []
     bib_of: dict[int, int] = {}
     for bib_id, record in created:
         holdings = record.holdings
@@ -332,7 +283,7 @@ async def _insert_items(
             "status": "available", "created_at": now, "updated_at": now,
         })  # fmt: skip
     if rows:
-        await session.execute(insert(Item), rows)
+        await session.execute(insert(_ITEMS), rows)
         summary.items_created += len(rows)
 
 
@@ -344,11 +295,6 @@ def _holding_problem(holding: HoldingData, branches: dict[str, int], taken: set[
     if not holding.branch or holding.branch not in branches:
         return f"copy {holding.barcode!r} names an unknown branch {holding.branch!r}; skipped"
     return None
-
-
-def batched(results: Iterator[ReadResult], size: int) -> Iterator[list[ReadResult]]:
-    while batch := list(itertools.islice(results, size)):
-        yield batch
 
 
 async def import_file(
@@ -370,10 +316,10 @@ async def import_file(
         async with session_scope(maker) as session:
             await require_branch_by_code(session, items_branch)
     summary = ImportSummary()
-    for batch in batched(iter_marc(source), batch_size):
+    async for batch in prepared_batches(source, batch_size):
         async with session_scope(maker) as session:
             await import_batch(
-                session, actor=actor, results=batch, summary=summary, items_branch=items_branch
+                session, actor=actor, batch=batch, summary=summary, items_branch=items_branch
             )
         if on_progress:
             on_progress(summary)

@@ -378,6 +378,8 @@ def _description(record: pymarc.Record) -> str | None:
     return "\n\n".join(paragraphs) or None
 
 
+_ASCII_NOT_ALNUM: Final = re.compile(r"[^0-9A-Za-z]+")
+
 # --- helpers ----------------------------------------------------------------------------
 
 
@@ -396,7 +398,11 @@ def _ends_with_abbreviation(text: str) -> bool:
 
 def _fold(text: str | None) -> str:
     """Accents removed, case folded, anything but letters and digits turned into one space."""
-    decomposed = unicodedata.normalize("NFKD", text or "")
+    if not text:
+        return ""
+    if text.isascii():  # most of a catalogue: no marks to remove, and a simpler alphabet
+        return " ".join(_ASCII_NOT_ALNUM.sub(" ", text.casefold()).split())
+    decomposed = unicodedata.normalize("NFKD", text)
     letters = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
     return " ".join("".join(c if c.isalnum() else " " for c in letters).split())
 

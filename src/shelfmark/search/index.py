@@ -8,17 +8,19 @@ its index rows with it (ON DELETE CASCADE, and on SQLite the FTS triggers of the
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import Table, delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfmark.catalog.models import Bib
 from shelfmark.search.models import BibSearch, BibSearchSubject, bib_search_terms
-from shelfmark.search.text import index_row, index_terms
+from shelfmark.search.text import IndexRow, index_row, index_terms
 
 REINDEX_BATCH = 2_000
 TERM_LOOKUP_BATCH = 2_000
+_BIB_SEARCH = cast(Table, BibSearch.__table__)
+_BIB_SEARCH_SUBJECTS = cast(Table, BibSearchSubject.__table__)
 _SOURCE = (Bib.id, Bib.title, Bib.subtitle, Bib.contributors, Bib.subjects, Bib.series,
            Bib.description, Bib.language, Bib.material_type, Bib.publication_year)  # fmt: skip
 
@@ -36,21 +38,27 @@ async def index_bibs(session: AsyncSession, bib_ids: Collection[int]) -> None:
 
 
 async def _insert(session: AsyncSession, rows: Sequence[Mapping[Any, Any]]) -> None:
+    await index_prepared(session, [(row["id"], index_row(row)) for row in rows])
+
+
+async def index_prepared(session: AsyncSession, rows: Sequence[tuple[int, IndexRow]]) -> None:
+    """Write the index rows of new bibs whose `index_row` was made beforehand (the MARC
+    import makes them in its reader process)."""
     documents: list[dict[str, Any]] = []
     subjects: list[dict[str, Any]] = []
     terms: set[str] = set()
-    for row in rows:
-        indexed = index_row(row)
+    for bib_id, indexed in rows:
         terms |= index_terms(indexed.values)
-        documents.append({"bib_id": row["id"], **indexed.values})
+        documents.append({"bib_id": bib_id, **indexed.values})
         subjects.extend(
-            {"bib_id": row["id"], "key": key, "heading": heading}
+            {"bib_id": bib_id, "key": key, "heading": heading}
             for key, heading in indexed.headings.items()
         )
+    # Core statements: the rows are complete, and the ORM's bulk bookkeeping costs more.
     if documents:
-        await session.execute(insert(BibSearch), documents)
+        await session.execute(insert(_BIB_SEARCH), documents)
     if subjects:
-        await session.execute(insert(BibSearchSubject), subjects)
+        await session.execute(insert(_BIB_SEARCH_SUBJECTS), subjects)
     await _remember_terms(session, terms)
 
 

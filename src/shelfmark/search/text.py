@@ -54,6 +54,8 @@ def fold(text: str | None) -> str:
     and turn every run of punctuation or space into one space."""
     if not text:
         return ""
+    if text.isascii():  # no marks, no special letters, nothing for NFC to compose
+        return _NOT_A_WORD.sub(" ", _DROPPED.sub("", text.casefold())).strip()
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     bare = "".join(c for c in decomposed if not unicodedata.combining(c)).translate(_LETTERS)
     bare = _DROPPED.sub("", bare)

@@ -1,0 +1,69 @@
+"""The reader process of a MARC import: the same batches as in process, errors carried
+over, and never left running."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shelfmark.interop import marc_prepare
+from shelfmark.interop.marc_prepare import PreparedBatch, prepare, prepared_batches
+from shelfmark.interop.marc_read import MarcFileError
+
+MARC_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "marc"
+
+
+@pytest.fixture
+def in_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file is prepared in a child process, however small."""
+    monkeypatch.setattr(marc_prepare, "CHILD_MIN_BYTES", 0)
+
+
+def summary(batches: list[PreparedBatch]) -> list[tuple[int, list[int], list[int], list[str]]]:
+    return [
+        (b.read, [i.index for i in b.incoming], [e["index"] for e in b.errors],
+         [i.values["fingerprint"] for i in b.incoming])
+        for b in batches
+    ]  # fmt: skip
+
+
+@pytest.mark.usefixtures("in_child")
+async def test_a_child_prepares_the_same_batches_as_this_process() -> None:
+    for name in ("marc.dat", "bad_records.mrc", "marc8.dat"):
+        path = MARC_DIR / name
+        from_child = [b async for b in prepared_batches(path, 7)]
+        assert summary(from_child) == summary(list(prepare(path, 7)))
+        assert sum(b.read for b in from_child) > 0
+        # What the child sends is complete: the bibs row, the copies, the search row.
+        first = next(i for b in from_child for i in b.incoming)
+        assert first.values["title"]
+        assert first.values["marc"]
+        assert first.search.values["title_text"]
+
+
+@pytest.mark.usefixtures("in_child")
+async def test_a_file_that_is_not_marc_fails_as_in_process(tmp_path: Path) -> None:
+    path = tmp_path / "notes.mrc"
+    path.write_bytes(b"Dear librarian, this is a letter, not a catalogue.\n" * 50)
+    with pytest.raises(MarcFileError, match="not a MARC21 file"):
+        [b async for b in prepared_batches(path, 10)]
+
+
+@pytest.mark.usefixtures("in_child")
+async def test_stopping_early_stops_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = []
+    real_process = marc_prepare._START.Process
+
+    def process(*args: object, **kwargs: object) -> object:
+        child = real_process(*args, **kwargs)  # type: ignore[arg-type]
+        started.append(child)
+        return child
+
+    monkeypatch.setattr(marc_prepare._START, "Process", process)
+    batches = prepared_batches(MARC_DIR / "marc.dat", 1)
+    first = await anext(batches)
+    assert first.read == 1
+    await batches.aclose()
+    assert len(started) == 1
+    assert not started[0].is_alive()
