@@ -38,6 +38,7 @@ def patron_read(patron: Patron) -> PatronRead:
         phone=patron.phone, category=patron.category.code, home_branch=patron.home_branch.code,
         expires_on=patron.expires_on, has_pin=patron.pin_hash is not None,
         notice_channel=patron.notice_channel, language=patron.language,
+        keep_reading_history=patron.keep_reading_history,
         blocks=[BlockRead.model_validate(b) for b in patron.active_blocks],
         created_at=patron.created_at, updated_at=patron.updated_at,
     )  # fmt: skip

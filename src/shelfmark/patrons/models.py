@@ -3,7 +3,17 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Numeric, String, Text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Numeric,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shelfmark.catalog.models import Branch
@@ -61,6 +71,11 @@ class Patron(Base):
     pin_hash: Mapped[str | None] = mapped_column(String(255))
     notice_channel: Mapped[str] = mapped_column(String(16), default="email")
     language: Mapped[str | None] = mapped_column(String(3))
+    # Opted in: their closed loans keep naming them (a reading history they can see); by
+    # default a loan forgets its patron once LOAN_RETENTION_DAYS have passed since its return.
+    keep_reading_history: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

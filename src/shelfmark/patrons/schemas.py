@@ -55,7 +55,13 @@ class CategoryRead(BaseModel):
 # --- patrons ----------------------------------------------------------------------------
 
 # What a patron may change on their own record; the rest is the library's to set.
-SELF_SERVICE_FIELDS = frozenset({"email", "phone", "pin", "notice_channel", "language"})
+SELF_SERVICE_FIELDS = frozenset(
+    {"email", "phone", "pin", "notice_channel", "language", "keep_reading_history"}
+)
+KEEP_READING_HISTORY = (
+    "Keep the patron's closed loans as a reading history they can see; off (the default), "
+    "a loan forgets its patron LOAN_RETENTION_DAYS after its return"
+)
 
 
 class PatronCreate(Strict):
@@ -87,6 +93,7 @@ class PatronCreate(Strict):
     pin: Pin | None = Field(default=None, description="4 to 12 digits; stored hashed")
     notice_channel: NoticeChannel = "email"
     language: LanguageCode | None = None
+    keep_reading_history: bool = Field(default=False, description=KEEP_READING_HISTORY)
 
 
 class PatronUpdate(Strict):
@@ -106,6 +113,7 @@ class PatronUpdate(Strict):
     pin: Pin | None = None
     notice_channel: NoticeChannel | None = None
     language: LanguageCode | None = None
+    keep_reading_history: bool | None = Field(default=None, description=KEEP_READING_HISTORY)
 
 
 class BlockCreate(Strict):
@@ -137,6 +145,7 @@ class PatronRead(BaseModel):
     has_pin: bool
     notice_channel: str
     language: str | None
+    keep_reading_history: bool
     blocks: list[BlockRead] = Field(description="Active manual blocks")
     created_at: datetime
     updated_at: datetime

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import ORMOption
@@ -49,10 +49,19 @@ PATRON_LOAD: tuple[ORMOption, ...] = (
 )
 # What circulation's checks need of a patron: the row and its category (rules, threshold).
 WITH_CATEGORY: tuple[ORMOption, ...] = (joinedload(Patron.category, innerjoin=True),)
+# Built once: every checkout runs it (building costs more CPU than executing).
+_LOCK_PATRON_BY_CARD = (
+    select(Patron)
+    .options(*WITH_CATEGORY)
+    .where(Patron.card_number == bindparam("card_number"))
+    .with_for_update(of=Patron)
+    .execution_options(populate_existing=True)
+)
 
 
-def check_patron_access(actor: Actor, patron_id: int) -> None:
-    """Staff may act on any patron; a patron user only on their own record."""
+def check_patron_access(actor: Actor, patron_id: int | None) -> None:
+    """Staff may act on any patron; a patron user only on their own record (so a record that
+    names no patron, such as an anonymised loan, only staff)."""
     if actor.is_staff:
         return
     if actor.patron_id is None or actor.patron_id != patron_id:
@@ -182,15 +191,10 @@ async def get_patron_by_card(
 ) -> Patron | None:
     """With `for_update`, the row is locked and only its category loaded: enough for
     circulation's checks, which it serialises per patron (loan and hold limits)."""
-    query = select(Patron).where(Patron.card_number == card_number)
     if for_update:
-        query = (
-            query.options(*WITH_CATEGORY)
-            .with_for_update(of=Patron)
-            .execution_options(populate_existing=True)
-        )
-    else:
-        query = query.options(*PATRON_LOAD)
+        locked = await session.scalars(_LOCK_PATRON_BY_CARD, {"card_number": card_number})
+        return locked.unique().one_or_none()
+    query = select(Patron).options(*PATRON_LOAD).where(Patron.card_number == card_number)
     return (await session.scalars(query)).unique().one_or_none()
 
 
@@ -270,12 +274,14 @@ async def update_patron(
     session: AsyncSession, *, actor: Actor, patron: Patron, data: PatronUpdate,
     now: datetime | None = None,
 ) -> Patron:  # fmt: skip
-    """Staff change anything; a patron changes their own contact details, PIN and notices."""
+    """Staff change anything; a patron changes their own contact details, PIN, notices and
+    whether their reading history is kept."""
     check_patron_access(actor, patron.id)
     changes = data.model_dump(exclude_unset=True)
     if not actor.is_staff and (denied := sorted(set(changes) - SELF_SERVICE_FIELDS)):
         raise Forbidden(f"Only library staff may change: {', '.join(denied)}.")
-    for name in ("card_number", "name", "category", "home_branch", "expires_on", "pin"):
+    for name in ("card_number", "name", "category", "home_branch", "expires_on", "pin",
+                 "keep_reading_history"):  # fmt: skip
         if name in changes and changes[name] is None:
             del changes[name]  # these can change, never vanish
     record: dict[str, Any] = {}
