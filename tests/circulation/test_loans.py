@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from circulation.conftest import NOW, Desk
 from factories import (
@@ -466,3 +466,39 @@ class TestReadingLoans:
             if not (cursor := page["next_cursor"]):
                 break
         assert seen == [loan.id for loan in made]
+
+
+class TestStatementsPerDeskAction:
+    """The desk's throughput is bounded by the work per checkout and checkin (see
+    bench/circulation.py): upper bounds on the statements each sends, so that an extra
+    round trip or a lazy load shows up here rather than in the benchmark."""
+
+    async def test_a_checkout_and_an_on_time_checkin(
+        self, session: AsyncSession, connection: AsyncConnection, desk: Desk
+    ) -> None:
+        statements: list[str] = []
+
+        def record(*args: object) -> None:
+            statements.append(str(args[2]))
+
+        await session.connection()  # the test's transaction begins (a savepoint) uncounted
+        target = connection.sync_connection
+        event.listen(target, "before_cursor_execute", record)
+        try:
+            loan = await loans.check_out(session, actor=STAFF, data=checkout(desk), now=NOW)
+            out = list(statements)
+            statements.clear()
+            done = await loans.check_in(
+                session, actor=STAFF, data=checkin(desk), now=NOW + timedelta(days=1)
+            )
+            back = list(statements)
+        finally:
+            event.remove(target, "before_cursor_execute", record)
+        assert done.loan is loan
+        # Lock the copy, lock the patron, the rule, the patron's standing with the copy's and
+        # their loans and holds, the closed days; insert the loan, the audit event; update
+        # the copy.
+        assert len(out) <= 8, out
+        # Lock the copy, its open loan with the patron, the waiting holds; the audit event;
+        # update the copy and the loan (no rule, no calendar: nothing is owed).
+        assert len(back) <= 6, back

@@ -48,7 +48,7 @@ def loan_read(loan: Loan) -> LoanRead:
     return LoanRead(
         id=loan.id, item_id=loan.item_id, item_barcode=loan.item.barcode,
         bib_id=loan.item.bib_id, patron_id=loan.patron_id,
-        patron_card=loan.patron.card_number, branch=loan.branch.code,
+        patron_card=loan.patron.card_number if loan.patron else None, branch=loan.branch.code,
         checked_out_at=loan.checked_out_at, due_at=loan.due_at, renewals=loan.renewals,
         returned_at=loan.returned_at, lost_at=loan.lost_at, overdue=overdue,
     )  # fmt: skip

@@ -93,6 +93,11 @@ class LoanClosed(Conflict):
     title = "Loan already closed"
 
 
+class LoanAnonymised(Conflict):
+    code = "loan-anonymised"
+    title = "Loan no longer names its patron"
+
+
 class LoanLost(Conflict):
     code = "loan-lost"
     title = "Item declared lost"

@@ -4,7 +4,9 @@
   for the time overdue so far): `fine_per_day` for each open day late after the first
   `grace_days` open days late, never more than `fine_cap` per loan in total. The rule is the
   one of the loan (its branch, the patron's category, the item's type), the open days those
-  of the loan's branch (see `calendar.days_late`).
+  of the loan's branch (see `calendar.days_late`). While the copy stays out, the nightly
+  `fee-accrual` job charges the fine so far as one fee per loan and due date and grows it
+  each day (`accrue_overdue`); the checkin then charges only the remainder.
 - A lost copy costs its price; if it comes back, what is still outstanding is waived.
 - A fee's `outstanding` = amount - payments - waived, changed only under the fee's row lock.
   A patron's balance is the sum of what is outstanding; above the category's
@@ -19,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
@@ -33,6 +35,7 @@ from shelfmark.circulation.calendar import Calendar, days_late
 from shelfmark.circulation.errors import FeeClosed, FeeNotFound, PaymentTooLarge
 from shelfmark.circulation.models import CirculationRule, Fee, Loan, Payment
 from shelfmark.errors import Conflict, Forbidden
+from shelfmark.notices import service as notices
 from shelfmark.patrons import service as patrons_service
 from shelfmark.patrons.models import Patron
 
@@ -55,6 +58,15 @@ def overdue_fine(*, rule: CirculationRule, late_days: int, already_charged: Deci
     if rule.fine_cap is not None:
         fine = min(fine, max(rule.fine_cap - already_charged, ZERO))
     return money(fine)
+
+
+def balance_column(patron_id: int | ColumnElement[Any]) -> ColumnElement[Any]:
+    """What the patron owes, as a scalar subquery (for reading it along with other things)."""
+    return (
+        select(func.coalesce(func.sum(Fee.outstanding), 0))
+        .where(Fee.patron_id == patron_id, Fee.status == "open")
+        .scalar_subquery()
+    )
 
 
 async def balance_of(session: AsyncSession, patron_id: int) -> tuple[Decimal, int]:
@@ -82,7 +94,8 @@ async def charge(
     now: datetime, loan_id: int | None = None, item_id: int | None = None,
     due_at: datetime | None = None, description: str | None = None,
 ) -> Fee:  # fmt: skip
-    """A new open fee. The callers audit; this publishes `fee.charged`."""
+    """A new open fee. The callers audit; this publishes `fee.charged` and writes the
+    patron's fee-charged notice."""
     fee = Fee(
         patron_id=patron_id, loan_id=loan_id, item_id=item_id, kind=kind, amount=money(amount),
         outstanding=money(amount), waived=ZERO, status="open", description=description,
@@ -95,32 +108,105 @@ async def charge(
             await session.flush()
     except IntegrityError as exc:
         raise Conflict(f"This {kind} fee has already been charged.") from exc
+    await notices.announce(
+        session, kind="fee-charged", patron_id=patron_id, object_id=fee.id, now=now
+    )
     events.publish(session, _event("fee.charged", fee, branch=branch, at=now))
     return fee
+
+
+async def _overdue_so_far(session: AsyncSession, loan: Loan) -> tuple[Decimal, Fee | None]:
+    """(the fines charged for the loan's earlier due dates, by renewals; the fine of its
+    current due date, if the nightly accrual has charged it yet, locked)."""
+    rows = await session.execute(
+        select(Fee.id, Fee.amount, Fee.due_at).where(Fee.loan_id == loan.id, Fee.kind == "overdue")
+    )
+    earlier, current = ZERO, None
+    for row in rows:
+        if row.due_at == loan.due_at:
+            current = row.id
+        else:
+            earlier += row.amount
+    return money(earlier), (await _lock_fee(session, current) if current is not None else None)
+
+
+async def _grow(
+    session: AsyncSession, fee: Fee, *, to: Decimal, late: int, branch: str, now: datetime
+) -> bool:
+    """Raise an overdue fine to `to`, if that is more; whether it grew. A fine paid so far is
+    open again for the difference; a waived one stays waived (the library forgave the loan's
+    lateness on this due date, the accrual does not undo that)."""
+    if fee.status == "waived" or to <= fee.amount:
+        return False
+    added = money(to - fee.amount)
+    fee.amount, fee.outstanding = money(to), money(fee.outstanding + added)
+    fee.status, fee.closed_at = "open", None
+    fee.description = f"{late} open day(s) late"
+    await session.flush()
+    events.publish(session, _event("fee.accrued", fee, branch=branch, at=now, added=str(added)))
+    return True
 
 
 async def charge_overdue(
     session: AsyncSession, *, loan: Loan, rule: CirculationRule, calendar: Calendar,
     until: datetime, branch: str, now: datetime,
 ) -> Fee | None:  # fmt: skip
-    """The fine for `loan` being overdue from its due date to `until`, if any."""
+    """The fine for `loan` being overdue from its due date to `until`, if any.
+
+    Charged once per due date: what the nightly accrual has already charged for this one is
+    on its fee, which only grows by the remainder (the partial unique index on (loan, due
+    date) makes a second fine impossible anyway).
+    """
     late = days_late(due_at=loan.due_at, returned_at=until, calendar=calendar)
     if late == 0:
         return None
-    already = await session.scalar(
-        select(func.coalesce(func.sum(Fee.amount), 0)).where(
-            Fee.loan_id == loan.id, Fee.kind == "overdue"
-        )
-    )
-    charged = money(Decimal(already or 0))
-    amount = overdue_fine(rule=rule, late_days=late, already_charged=charged)
+    earlier, current = await _overdue_so_far(session, loan)
+    amount = overdue_fine(rule=rule, late_days=late, already_charged=earlier)
+    if current is not None:
+        await _grow(session, current, to=amount, late=late, branch=branch, now=now)
+        return None if current.status == "waived" else current
     if amount <= ZERO:
         return None
     return await charge(
-        session, patron_id=loan.patron_id, kind="overdue", amount=amount, branch=branch,
+        session, patron_id=loan.borrower_id, kind="overdue", amount=amount, branch=branch,
         now=now, loan_id=loan.id, item_id=loan.item_id, due_at=loan.due_at,
         description=f"{late} open day(s) late",
     )  # fmt: skip
+
+
+async def accrue_overdue(
+    session: AsyncSession, *, loan: Loan, rule: CirculationRule, calendar: Calendar,
+    branch: str, now: datetime,
+) -> Fee | None:  # fmt: skip
+    """Bring an overdue loan's fine up to what it has come to by `now` (by the day it was
+    declared lost, if it was): one fee per loan and due date, charged on the first night and
+    grown on the next, up to the rule's cap. The fee if it changed, else None — so that a
+    second run on the same day changes nothing. The check-in charges only the remainder.
+    The caller holds the copy's lock (the order every desk action takes)."""
+    until = min(now, loan.lost_at) if loan.lost_at is not None else now
+    late = days_late(due_at=loan.due_at, returned_at=until, calendar=calendar)
+    if late == 0:
+        return None
+    earlier, fee = await _overdue_so_far(session, loan)
+    amount = overdue_fine(rule=rule, late_days=late, already_charged=earlier)
+    before = fee.amount if fee is not None else ZERO
+    if fee is not None:
+        if not await _grow(session, fee, to=amount, late=late, branch=branch, now=now):
+            return None
+    elif amount > ZERO:
+        fee = await charge(
+            session, patron_id=loan.borrower_id, kind="overdue", amount=amount, branch=branch,
+            now=now, loan_id=loan.id, item_id=loan.item_id, due_at=loan.due_at,
+            description=f"{late} open day(s) late",
+        )  # fmt: skip
+    else:
+        return None
+    await audit.record(
+        session, actor=SYSTEM, action="fee.accrue", object_type="fee", object_id=fee.id,
+        changes={"loan_id": loan.id, "amount": [before, fee.amount], "days_late": late},
+        now=now,
+    )  # fmt: skip
+    return fee
 
 
 async def charge_lost(
@@ -130,7 +216,7 @@ async def charge_lost(
     if item.price is None or item.price <= ZERO:
         return None
     return await charge(
-        session, patron_id=loan.patron_id, kind="lost", amount=item.price, branch=branch,
+        session, patron_id=loan.borrower_id, kind="lost", amount=item.price, branch=branch,
         now=now, loan_id=loan.id, item_id=item.id, description=f"Lost item {item.barcode}",
     )  # fmt: skip
 

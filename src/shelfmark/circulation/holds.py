@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, joinedload
@@ -45,6 +45,7 @@ from shelfmark.circulation.models import ACTIVE_HOLD_STATUSES, TRAPPED_HOLD_STAT
 from shelfmark.circulation.schemas import HoldCreate
 from shelfmark.circulation.standing import check_override_allowed, enforce, patron_refusals
 from shelfmark.errors import Forbidden
+from shelfmark.notices import service as notices
 from shelfmark.patrons import service as patrons_service
 from shelfmark.patrons.models import Patron
 
@@ -262,20 +263,30 @@ async def place_hold(
 
 TRAPPED_ITEM_STATUSES = frozenset({"in_transit", "on_hold_shelf"})
 
+# Built once: checkouts and checkins run them (building costs more CPU than executing).
+_LOCK_HOLDS = select(Hold).options(*HOLD_LOAD).with_for_update(of=Hold)
+_TRAPPED_HOLD = _LOCK_HOLDS.where(
+    Hold.item_id == bindparam("item_id"), Hold.status.in_(TRAPPED_HOLD_STATUSES)
+).execution_options(populate_existing=True)
+_WAITING_HOLDS = _LOCK_HOLDS.where(
+    Hold.bib_id == bindparam("bib_id"),
+    Hold.status == "waiting",
+    or_(Hold.level == "title", Hold.item_id == bindparam("item_id")),
+).order_by(Hold.id)
+_ACTIVE_HOLD = _LOCK_HOLDS.where(
+    Hold.patron_id == bindparam("patron_id"),
+    Hold.bib_id == bindparam("bib_id"),
+    Hold.status.in_(ACTIVE_HOLD_STATUSES),
+).execution_options(populate_existing=True)
+
 
 async def trapped_hold(session: AsyncSession, item: Item) -> Hold | None:
     """The hold a copy is trapped for (in transit to it, or on its shelf), locked. Only a
     copy in transit or on the hold shelf can have one: others are not looked up."""
     if item.status not in TRAPPED_ITEM_STATUSES:
         return None
-    query = (
-        select(Hold)
-        .options(*HOLD_LOAD)
-        .where(Hold.item_id == item.id, Hold.status.in_(TRAPPED_HOLD_STATUSES))
-        .with_for_update(of=Hold)
-        .execution_options(populate_existing=True)
-    )
-    return (await session.scalars(query)).unique().one_or_none()
+    found = await session.scalars(_TRAPPED_HOLD, {"item_id": item.id})
+    return found.unique().one_or_none()
 
 
 async def _make_ready(session: AsyncSession, *, hold: Hold, item: Item, now: datetime) -> None:
@@ -288,6 +299,9 @@ async def _make_ready(session: AsyncSession, *, hold: Hold, item: Item, now: dat
     hold.status, hold.item_id, hold.ready_at = "ready", item.id, now
     hold.ready_until = end_of_open_day(day=until, calendar=calendar)
     item.status = "on_hold_shelf"
+    await notices.announce(
+        session, kind="hold-ready", patron_id=hold.patron_id, object_id=hold.id, now=now
+    )
     events.publish(session, _event("hold.ready", hold, at=now, item_barcode=item.barcode))
 
 
@@ -309,19 +323,9 @@ async def route_item(
 ) -> Routing:
     """Trap a free copy in hand at `at_branch` for the first waiting hold it may serve, or
     send it home, or back on the shelf. The copy's row must be locked."""
-    waiting = (
-        select(Hold)
-        .options(*HOLD_LOAD)
-        .where(
-            Hold.bib_id == item.bib_id,
-            Hold.status == "waiting",
-            or_(Hold.level == "title", Hold.item_id == item.id),
-        )
-        .order_by(Hold.id)
-        .with_for_update(of=Hold)
-    )
     holdable: dict[int, bool] = {}  # by patron category
-    for hold in (await session.scalars(waiting)).unique():
+    waiting = await session.scalars(_WAITING_HOLDS, {"bib_id": item.bib_id, "item_id": item.id})
+    for hold in waiting.unique():
         category_id = hold.patron.category_id
         if category_id not in holdable:
             rule = await rules.rule_for(
@@ -370,18 +374,8 @@ async def fulfil_on_checkout(
 ) -> Hold | None:
     """The patron's active hold on the title ends fulfilled by this loan, unless it has
     trapped another copy (which then waits for them on its own)."""
-    query = (
-        select(Hold)
-        .options(*HOLD_LOAD)
-        .where(
-            Hold.patron_id == patron_id,
-            Hold.bib_id == item.bib_id,
-            Hold.status.in_(ACTIVE_HOLD_STATUSES),
-        )
-        .with_for_update(of=Hold)
-        .execution_options(populate_existing=True)
-    )
-    hold = (await session.scalars(query)).unique().one_or_none()
+    found = await session.scalars(_ACTIVE_HOLD, {"patron_id": patron_id, "bib_id": item.bib_id})
+    hold = found.unique().one_or_none()
     if hold is None:
         return None
     if hold.status in TRAPPED_HOLD_STATUSES and hold.item_id != item.id:
@@ -431,6 +425,9 @@ async def expire_holds(session: AsyncSession, *, now: datetime) -> list[Hold]:
             continue  # collected or expired meanwhile
         hold, _ = await read_hold(session, hold_id)
         hold.status, hold.closed_at = "expired", now
+        await notices.announce(
+            session, kind="hold-expired", patron_id=hold.patron_id, object_id=hold.id, now=now
+        )
         if item is not None:
             await route_item(session, item=item, at_branch=hold.pickup_branch, now=now)
         events.publish(session, _event("hold.expired", hold, at=now))

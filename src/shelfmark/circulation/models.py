@@ -7,6 +7,7 @@ overdue fine per loan and due date, one lost fee per loan (partial unique indexe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -26,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shelfmark.catalog.models import Bib, Branch, Item
+from shelfmark.circulation.errors import LoanAnonymised
 from shelfmark.db import Base, BigId, UTCDateTime, utcnow
 from shelfmark.patrons.models import Patron, PatronCategory
 
@@ -46,6 +48,29 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 _ACTIVE_HOLD = _in("status", ACTIVE_HOLD_STATUSES)
 _TRAPPED_HOLD = _in("status", TRAPPED_HOLD_STATUSES)
+
+OVERDUE_NOTICE_LEVELS = 3
+MAX_NOTICE_DAYS = 365
+# A level of overdue notice needs the level before it, and comes later than it.
+NOTICE_DAYS_CHECKS = (
+    CheckConstraint(
+        "due_soon_days IS NULL OR due_soon_days BETWEEN 1 AND 60", name="due_soon_days_in_range"
+    ),
+    CheckConstraint(
+        f"overdue_notice_1 IS NULL OR overdue_notice_1 BETWEEN 1 AND {MAX_NOTICE_DAYS}",
+        name="overdue_notice_1_in_range",
+    ),
+    CheckConstraint(
+        "overdue_notice_2 IS NULL OR (overdue_notice_1 IS NOT NULL"
+        f" AND overdue_notice_2 > overdue_notice_1 AND overdue_notice_2 <= {MAX_NOTICE_DAYS})",
+        name="overdue_notice_2_in_order",
+    ),
+    CheckConstraint(
+        "overdue_notice_3 IS NULL OR (overdue_notice_2 IS NOT NULL"
+        f" AND overdue_notice_3 > overdue_notice_2 AND overdue_notice_3 <= {MAX_NOTICE_DAYS})",
+        name="overdue_notice_3_in_order",
+    ),
+)
 
 
 class CirculationRule(Base):
@@ -68,6 +93,7 @@ class CirculationRule(Base):
         CheckConstraint(
             "fine_per_day >= 0 AND (fine_cap IS NULL OR fine_cap >= 0)", name="fines_not_negative"
         ),
+        *NOTICE_DAYS_CHECKS,
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -87,6 +113,13 @@ class CirculationRule(Base):
     holdable: Mapped[bool] = mapped_column(Boolean, default=True)
     renew_from: Mapped[str] = mapped_column(String(16), default="due_date")
     hold_pickup_days: Mapped[int] = mapped_column(Integer, default=7)
+    # Notices (shelfmark.notices): due soon this many days before the due date (NULL: none);
+    # overdue levels 1, 2 and 3 this many days after it (NULL: no such level). No column
+    # default: the ORM would put it in place of a NULL set on purpose; `RuleCreate` has them.
+    due_soon_days: Mapped[int | None] = mapped_column(Integer)
+    overdue_notice_1: Mapped[int | None] = mapped_column(Integer)
+    overdue_notice_2: Mapped[int | None] = mapped_column(Integer)
+    overdue_notice_3: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -96,6 +129,17 @@ class CirculationRule(Base):
     @property
     def is_default(self) -> bool:
         return self.branch_id is None and self.patron_category_id is None and self.item_type is None
+
+    @property
+    def overdue_notice_days(self) -> list[int]:
+        """Days after the due date of the 1st, 2nd and 3rd overdue notices (as many as set)."""
+        levels = (self.overdue_notice_1, self.overdue_notice_2, self.overdue_notice_3)
+        return [days for days in levels if days is not None]
+
+    @overdue_notice_days.setter
+    def overdue_notice_days(self, days: Sequence[int]) -> None:
+        first, second, third = [*days, None, None, None][:OVERDUE_NOTICE_LEVELS]
+        self.overdue_notice_1, self.overdue_notice_2, self.overdue_notice_3 = first, second, third
 
 
 # One rule per scope. NULLs are distinct in a plain unique index, so the index is on
@@ -132,7 +176,12 @@ class ClosedDay(Base):
 
 class Loan(Base):
     """A copy lent to a patron. Open while `returned_at` is NULL; a lost copy's loan stays
-    open (the patron still owes it) with `lost_at` set."""
+    open (the patron still owes it) with `lost_at` set.
+
+    A closed loan forgets its patron (`patron_id` NULL) once the retention period has passed,
+    unless the patron keeps a reading history (see `circulation.history`); an open loan always
+    names its patron (`open_has_patron`).
+    """
 
     __tablename__ = "loans"
     __table_args__ = (
@@ -151,11 +200,12 @@ class Loan(Base):
             sqlite_where=text("returned_at IS NULL"),
         ),
         CheckConstraint("renewals >= 0", name="renewals_not_negative"),
+        CheckConstraint("patron_id IS NOT NULL OR returned_at IS NOT NULL", name="open_has_patron"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="RESTRICT"))
-    patron_id: Mapped[int] = mapped_column(ForeignKey("patrons.id", ondelete="RESTRICT"))
+    patron_id: Mapped[int | None] = mapped_column(ForeignKey("patrons.id", ondelete="RESTRICT"))
     branch_id: Mapped[int] = mapped_column(ForeignKey("branches.id", ondelete="RESTRICT"))
     checked_out_at: Mapped[datetime] = mapped_column(UTCDateTime)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -164,12 +214,26 @@ class Loan(Base):
     lost_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     item: Mapped[Item] = relationship(lazy="raise")
-    patron: Mapped[Patron] = relationship(lazy="raise")
+    patron: Mapped[Patron | None] = relationship(lazy="raise")
     branch: Mapped[Branch] = relationship(lazy="raise")
 
     @property
     def is_open(self) -> bool:
         return self.returned_at is None
+
+    @property
+    def borrower_id(self) -> int:
+        """`patron_id` where the loan must still name its patron (an open loan always does)."""
+        if self.patron_id is None:
+            raise LoanAnonymised(f"Loan {self.id} no longer records who borrowed the copy.")
+        return self.patron_id
+
+    @property
+    def borrower(self) -> Patron:
+        """The loaded `patron`, where the loan must still name one (see `borrower_id`)."""
+        if self.patron is None:
+            raise LoanAnonymised(f"Loan {self.id} no longer records who borrowed the copy.")
+        return self.patron
 
 
 class Hold(Base):

@@ -15,12 +15,13 @@ deleted). There is one rule per scope (a unique index), so the winner is never a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
@@ -44,8 +45,8 @@ RULE_LOAD: tuple[ORMOption, ...] = (
     joinedload(CirculationRule.branch),
     joinedload(CirculationRule.patron_category),
 )
-# NULL-able terms: sending null in an update means "no limit" / "no cap".
-NULLABLE_TERMS = frozenset({"max_loans", "max_holds", "fine_cap"})
+# NULL-able terms: sending null in an update means "no limit" / "no cap" / "no notice".
+NULLABLE_TERMS = frozenset({"max_loans", "max_holds", "fine_cap", "due_soon_days"})
 
 
 Rank = tuple[int, int, int, int]
@@ -57,6 +58,24 @@ def rank_of(rule: CirculationRule) -> Rank:
     item_type = int(rule.item_type is not None)
     category = int(rule.patron_category_id is not None)
     return (branch + item_type + category, branch, item_type, category)
+
+
+def pick_rule(
+    candidates: Iterable[CirculationRule], *, branch_id: int | None, category_id: int | None,
+    item_type: str | None,
+) -> CirculationRule:  # fmt: skip
+    """The rule `resolve_rule` would choose, from rules already read (all of them, say, for a
+    run over many loans: the table is small, the loans are not)."""
+    scope = ((branch_id, "branch_id"), (category_id, "patron_category_id"),
+             (item_type, "item_type"))  # fmt: skip
+    matching = [
+        rule
+        for rule in candidates
+        if all(getattr(rule, key) in {None, value} for value, key in scope)
+    ]
+    if not matching:
+        raise InternalError("The default circulation rule is missing; run the migrations.")
+    return max(matching, key=rank_of)
 
 
 def matched_on(rule: CirculationRule) -> list[str]:
@@ -72,10 +91,27 @@ class Resolution:
     candidates: Sequence[CirculationRule]  # best first
 
 
-def _matches(column: Any, value: Any) -> Any:
-    if value is None:
+def _matches(column: Any, name: str, *, given: bool) -> Any:
+    if not given:
         return column.is_(None)
-    return or_(column.is_(None), column == value)
+    return or_(column.is_(None), column == bindparam(name))
+
+
+@functools.cache
+def _matching_rules(
+    *, branch: bool, category: bool, item_type: bool, with_scope: bool
+) -> Select[CirculationRule]:
+    """The rules matching a scope of which the keys flagged are given, built once per shape
+    (every checkout resolves a rule; building a statement costs more than running it)."""
+    return (
+        select(CirculationRule)
+        .options(*(RULE_LOAD if with_scope else ()))
+        .where(
+            _matches(CirculationRule.branch_id, "branch_id", given=branch),
+            _matches(CirculationRule.patron_category_id, "category_id", given=category),
+            _matches(CirculationRule.item_type, "item_type", given=item_type),
+        )
+    )
 
 
 async def resolve_rule(
@@ -84,16 +120,13 @@ async def resolve_rule(
 ) -> Resolution:  # fmt: skip
     """The winning rule for a scope and every rule that matched it, best first
     (`with_scope` loads their branch and category, for showing them)."""
-    query = (
-        select(CirculationRule)
-        .options(*(RULE_LOAD if with_scope else ()))
-        .where(
-            _matches(CirculationRule.branch_id, branch_id),
-            _matches(CirculationRule.patron_category_id, category_id),
-            _matches(CirculationRule.item_type, item_type),
-        )
-    )
-    candidates = sorted((await session.scalars(query)).all(), key=rank_of, reverse=True)
+    query = _matching_rules(
+        branch=branch_id is not None, category=category_id is not None,
+        item_type=item_type is not None, with_scope=with_scope,
+    )  # fmt: skip
+    params = {"branch_id": branch_id, "category_id": category_id, "item_type": item_type}
+    found = await session.scalars(query, params)
+    candidates = sorted(found.unique().all(), key=rank_of, reverse=True)
     if not candidates:
         raise InternalError("The default circulation rule is missing; run the migrations.")
     return Resolution(rule=candidates[0], candidates=candidates)

@@ -37,6 +37,7 @@ def rule_read(rule: CirculationRule) -> RuleRead:
         max_loans=rule.max_loans, max_holds=rule.max_holds, fine_per_day=rule.fine_per_day,
         fine_cap=rule.fine_cap, grace_days=rule.grace_days, holdable=rule.holdable,
         renew_from=rule.renew_from, hold_pickup_days=rule.hold_pickup_days,
+        due_soon_days=rule.due_soon_days, overdue_notice_days=rule.overdue_notice_days,
         created_at=rule.created_at, updated_at=rule.updated_at,
     )  # fmt: skip
 

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import itertools
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from shelfmark.catalog.schemas import Barcode, Code, Strict
 from shelfmark.patrons.schemas import CardNumber
@@ -20,6 +28,18 @@ Money = Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)]
 PositiveMoney = Annotated[Decimal, Field(gt=0, max_digits=10, decimal_places=2)]
 Count = Annotated[int, Field(ge=0, le=100_000)]
 Reason = Annotated[str, Field(min_length=1, max_length=2000)]
+DueSoonDays = Annotated[int, Field(ge=1, le=60)]
+
+
+def _increasing(days: list[int]) -> list[int]:
+    if any(later <= earlier for earlier, later in itertools.pairwise(days)):
+        raise ValueError("each overdue notice comes later than the one before it")
+    return days
+
+
+OverdueNoticeDays = Annotated[
+    list[Annotated[int, Field(ge=1, le=365)]], Field(max_length=3), AfterValidator(_increasing)
+]
 
 
 class Override(Strict):
@@ -65,6 +85,14 @@ class RuleCreate(Strict):
     holdable: bool = True
     renew_from: RenewFrom = "due_date"
     hold_pickup_days: Annotated[int, Field(ge=1, le=365)] = 7
+    due_soon_days: DueSoonDays | None = Field(
+        default=2, description="Days before the due date of the due-soon notice; null: none"
+    )
+    overdue_notice_days: OverdueNoticeDays = Field(
+        default_factory=lambda: [1, 7, 14],
+        description="Days after the due date of the 1st, 2nd and 3rd overdue notices, "
+        "increasing (up to three; [] sends none)",
+    )
 
 
 class RuleUpdate(Strict):
@@ -85,6 +113,8 @@ class RuleUpdate(Strict):
     holdable: bool | None = None
     renew_from: RenewFrom | None = None
     hold_pickup_days: Annotated[int, Field(ge=1, le=365)] | None = None
+    due_soon_days: DueSoonDays | None = Field(default=None, description="null: none")
+    overdue_notice_days: OverdueNoticeDays | None = None
 
 
 class RuleRead(BaseModel):
@@ -104,6 +134,8 @@ class RuleRead(BaseModel):
     holdable: bool
     renew_from: str
     hold_pickup_days: int
+    due_soon_days: int | None
+    overdue_notice_days: list[int]
     created_at: datetime
     updated_at: datetime
 
@@ -218,8 +250,10 @@ class LoanRead(BaseModel):
     item_id: int
     item_barcode: str
     bib_id: int
-    patron_id: int
-    patron_card: str
+    patron_id: int | None = Field(
+        description="Null once the loan is anonymised (returned, and past the retention period)"
+    )
+    patron_card: str | None = Field(description="Null once the loan is anonymised")
     branch: str
     checked_out_at: datetime
     due_at: datetime

@@ -1,6 +1,7 @@
-"""The patron's own account: loans to renew, holds to cancel, fees, notice preferences, and
-holds placed from a record page. A patron sees and changes only their own record: the
-services check it (`check_patron_access`), these routes only pass the actor on."""
+"""The patron's own account: loans to renew, holds to cancel, fees, notice preferences, the
+reading-history choice and the history itself, and holds placed from a record page. A patron
+sees and changes only their own record: the services check it (`check_patron_access`), these
+routes only pass the actor on."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
 
@@ -18,6 +19,7 @@ from shelfmark.auth.roles import Actor
 from shelfmark.catalog import service as catalog_service
 from shelfmark.catalog.models import Branch
 from shelfmark.circulation import fees as fees_service
+from shelfmark.circulation import history as history_service
 from shelfmark.circulation import holds as holds_service
 from shelfmark.circulation import loans as loans_service
 from shelfmark.circulation.fees import FeeFilters
@@ -27,8 +29,9 @@ from shelfmark.circulation.models import ACTIVE_HOLD_STATUSES, Fee, Hold, Loan
 from shelfmark.circulation.schemas import HoldCreate
 from shelfmark.db import utcnow
 from shelfmark.deps import PathId as Id
-from shelfmark.deps import SessionDep
+from shelfmark.deps import SessionDep, SettingsDep
 from shelfmark.errors import Forbidden
+from shelfmark.pagination import decode_int_cursor, next_cursor_of
 from shelfmark.patrons import service as patrons_service
 from shelfmark.patrons.models import NOTICE_CHANNELS, Patron
 from shelfmark.patrons.schemas import PatronUpdate
@@ -42,7 +45,9 @@ router = APIRouter(include_in_schema=False)
 SHOWN = 200
 CHANNEL_LABELS = {"email": "E-mail", "sms": "Text message", "print": "Letter by post",
                   "none": "No notices"}  # fmt: skip
-LABELS = {"pickup_branch": "Pick up at", "notice_channel": "Send notices by"}
+LABELS = {"pickup_branch": "Pick up at", "notice_channel": "Send notices by",
+          "keep_reading_history": "Keep my reading history"}  # fmt: skip
+HISTORY_PAGE = 25
 
 
 async def own_patron(session: AsyncSession, actor: Actor) -> Patron:
@@ -94,12 +99,16 @@ def _done(request: Request, fragment: str, context: dict[str, Any]) -> Response:
 
 
 @router.get("/account")
-async def account_page(request: Request, session: SessionDep, actor: LoggedInDep) -> Response:
+async def account_page(
+    request: Request, session: SessionDep, actor: LoggedInDep, settings: SettingsDep
+) -> Response:
     if actor.patron_id is None:
         return render(request, "account/no_patron.html")
     account = await account_of(session, actor=actor, now=utcnow())
     channels = {channel: CHANNEL_LABELS.get(channel, channel) for channel in NOTICE_CHANNELS}
-    return render(request, "account/index.html", {"account": account, "channels": channels})
+    context = {"account": account, "channels": channels,
+               "retention_days": settings.loan_retention_days}  # fmt: skip
+    return render(request, "account/index.html", context)
 
 
 @router.post("/account/loans/{loan_id}/renew", dependencies=[Depends(check_csrf)])
@@ -146,6 +155,57 @@ async def save_preferences(
     by = "" if patron.notice_channel == "none" else "notices by "
     notice = f"Saved: {by}{label.lower()}."
     return _done(request, "account/_saved.html", {"notice": notice})
+
+
+@router.post("/account/reading-history", dependencies=[Depends(check_csrf)])
+async def save_reading_history(
+    request: Request,
+    session: SessionDep,
+    actor: LoggedInDep,
+    settings: SettingsDep,
+    keep: Annotated[str, Form()],
+) -> Response:
+    """Turn the reading history on ("on") or off ("off"): off, the next nightly run makes
+    the loans returned before the retention period forget the patron."""
+    partials.alert_as(
+        request, "account/_refused.html", target="#reading-history-note", action="Not saved"
+    )
+    patron = await own_patron(session, actor)
+    choice = {"on": True, "off": False}.get(keep, keep)
+    data = forms.parse(PatronUpdate, LABELS, keep_reading_history=choice)
+    await patrons_service.update_patron(
+        session, actor=actor, patron=patron, data=data, now=utcnow()
+    )
+    if patron.keep_reading_history:
+        notice = "Saved: your reading history is kept."
+    else:
+        notice = (f"Saved: returned loans stop naming you {settings.loan_retention_days} days "
+                  "after their return.")  # fmt: skip
+    return _done(request, "account/_saved.html", {"notice": notice})
+
+
+@router.get("/account/history")
+async def reading_history(
+    request: Request,
+    session: SessionDep,
+    actor: LoggedInDep,
+    settings: SettingsDep,
+    cursor: Annotated[str | None, Query()] = None,
+) -> Response:
+    """What the patron has borrowed and returned, newest first, a page at a time."""
+    if actor.patron_id is None:
+        return render(request, "account/no_patron.html")
+    history = await history_service.reading_history(
+        session, actor=actor, limit=HISTORY_PAGE, before_id=decode_int_cursor(cursor)
+    )
+    loans = history.loans[:HISTORY_PAGE]
+    context = {
+        "history": history, "loans": loans,
+        "next_cursor": next_cursor_of(history.loans, HISTORY_PAGE),
+        "titles": await titles_of(session, [loan.item.bib_id for loan in loans]),
+        "retention_days": settings.loan_retention_days, "first_page": cursor is None,
+    }  # fmt: skip
+    return render(request, "account/history.html", context)
 
 
 # --- holds from the catalog -------------------------------------------------------------
