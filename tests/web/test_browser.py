@@ -21,9 +21,9 @@ from factories import (
     unique,
 )
 from shelfmark.auth.roles import SYSTEM, Role
-from shelfmark.circulation import fees, holds
+from shelfmark.circulation import fees, holds, loans
 from shelfmark.circulation.models import Loan
-from shelfmark.circulation.schemas import HoldCreate
+from shelfmark.circulation.schemas import CheckinCreate, HoldCreate
 from shelfmark.db import session_scope, utcnow
 from shelfmark.patrons import service as patrons_service
 from web.conftest import LiveServer, make_scene
@@ -128,6 +128,11 @@ async def test_a_patron_renews_a_loan(page: Page, live_server: LiveServer) -> No
             session, item=scene.item, patron=scene.patron, now=utcnow() - timedelta(days=5)
         )
         user = await make_patron_user(session, scene.patron)
+        bib = await make_bib(session, title="The word for world is forest")
+        read = await make_item(session, branch=scene.branch, bib=bib)
+        await make_loan(session, item=read, patron=scene.patron, now=utcnow() - timedelta(days=9))
+        await loans.check_in(session, actor=SYSTEM, now=utcnow() - timedelta(days=2),
+                             data=CheckinCreate(item_barcode=read.barcode))  # fmt: skip
 
     await page.goto(f"{live_server.url}/account")
     await log_in_as(page, user.username)
@@ -136,6 +141,15 @@ async def test_a_patron_renews_a_loan(page: Page, live_server: LiveServer) -> No
     await row.get_by_role("button", name="Renew The lathe of heaven").click()
     await expect(row.get_by_role("status")).to_contain_text("Renewed: now due")
     await expect(row).to_contain_text("renewed 1 time")
+    await assert_accessible(page)
+
+    # The reading history: kept once the patron says so, then listed on its own page.
+    await page.get_by_label("Yes, keep my reading history").check()
+    await page.get_by_role("button", name="Save reading history choice").click()
+    await expect(page.locator("#reading-history-note")).to_contain_text("history is kept")
+    await page.get_by_role("link", name="See your reading history").click()
+    history = page.get_by_role("table", name="What you have borrowed and returned")
+    await expect(history.get_by_role("row", name="The word for world is forest")).to_be_visible()
     await assert_accessible(page)
 
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfmark.audit.models import AuditEvent
@@ -40,6 +40,21 @@ def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _values(
+    *, actor: Actor, action: str, object_type: str, object_id: int | str | None,
+    changes: Mapping[str, Any] | None, now: datetime | None,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "at": now or utcnow(),
+        "actor_id": actor.user_id,
+        "actor_name": actor.username,
+        "action": action,
+        "object_type": object_type,
+        "object_id": None if object_id is None else str(object_id),
+        "changes": _jsonable(dict(changes or {})),
+    }
+
+
 async def record(
     session: AsyncSession,
     *,
@@ -50,17 +65,37 @@ async def record(
     changes: Mapping[str, Any] | None = None,
     now: datetime | None = None,
 ) -> AuditEvent:
-    event = AuditEvent(
-        at=now or utcnow(),
-        actor_id=actor.user_id,
-        actor_name=actor.username,
-        action=action,
-        object_type=object_type,
-        object_id=None if object_id is None else str(object_id),
-        changes=_jsonable(dict(changes or {})),
-    )
+    """Added to the session: written by its next flush, with the writes it records."""
+    values = _values(
+        actor=actor, action=action, object_type=object_type, object_id=object_id,
+        changes=changes, now=now,
+    )  # fmt: skip
+    event = AuditEvent(**values)
     session.add(event)
     return event
+
+
+_INSERT_EVENT = insert(cast(Table, AuditEvent.__table__))
+
+
+async def record_now(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    action: str,
+    object_type: str,
+    object_id: int | str | None,
+    changes: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+) -> None:
+    """As `record`, but written at once by one INSERT and not kept in the session: for the
+    desk's hot paths (checkout, checkin), where a flush of the unit of work costs more CPU
+    than the statement. The actor's user must be in the database already."""
+    values = _values(
+        actor=actor, action=action, object_type=object_type, object_id=object_id,
+        changes=changes, now=now,
+    )  # fmt: skip
+    await session.execute(_INSERT_EVENT, values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,7 +150,7 @@ async def checkout(
     )  # fmt: skip
     now = utcnow()
     loan = await loans_service.check_out(session, actor=actor, data=data, now=now)
-    patron = await patrons_service.require_patron(session, loan.patron_id)
+    patron = await patrons_service.require_patron(session, loan.borrower_id)
     panel = await patron_panel(session, actor=actor, patron=patron, now=now)
     context = {
         "desk": desk, "mode": "checkout", "card": patron.card_number, "panel": panel,
