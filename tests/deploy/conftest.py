@@ -16,11 +16,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
+
+from shelfmark.jobs.kinds import uploads_dir
+from shelfmark.reports.service import report_path
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -118,6 +121,37 @@ def image_command(dockerfile: Dockerfile) -> list[str]:
     (entrypoint,) = dockerfile.final("ENTRYPOINT")
     (command,) = dockerfile.final("CMD")
     return entrypoint.exec_form() + command.exec_form()
+
+
+@pytest.fixture(scope="session")
+def runtime_env(dockerfile: Dockerfile) -> dict[str, str]:
+    """The final stage's ENV: the environment every container of the image starts with."""
+    return dockerfile.env(len(dockerfile.stages) - 1)
+
+
+# --- Files the roles share ----------------------------------------------------------------
+
+
+def shared_folders(home: str) -> dict[str, PurePosixPath]:
+    """The folders of SHELFMARK_HOME `home` that one role writes and another reads, as the
+    code names them: a MARC upload is saved by the API (`serve`) and imported by a `worker`;
+    a report is written by a `worker` and downloaded through the API."""
+    root = Path(home)
+    return {
+        "uploads": PurePosixPath(uploads_dir(root)),
+        "reports": PurePosixPath(report_path(root, job_id=1, format="csv").parent),
+    }
+
+
+@pytest.fixture(scope="session")
+def folders_shared_by_roles() -> Callable[[str], dict[str, PurePosixPath]]:
+    return shared_folders
+
+
+@pytest.fixture(scope="session")
+def sharing_roles() -> tuple[str, ...]:
+    """The roles that pass files to each other through those folders."""
+    return ("serve", "worker")
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from importlib.resources import files
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
@@ -148,6 +149,70 @@ def test_named_volumes_hold_the_data(compose: dict[str, Any]) -> None:
     mounts = {name: services(compose)[name]["volumes"] for name in ("postgres", "redis")}
     assert mounts["postgres"] == ["pgdata:/var/lib/postgresql/data"]
     assert mounts["redis"] == ["redisdata:/data"]
+
+
+def environment(service: dict[str, Any], image_env: dict[str, str]) -> dict[str, str]:
+    """A service's environment as Compose builds it over the image's ENV: the settings
+    .env.example sets (the env_file), then `environment`."""
+    example = (DEPLOY / ".env.example").read_text()
+    env = dict(image_env) | dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", example, re.MULTILINE))
+    declared = service.get("environment", {})
+    if isinstance(declared, list):
+        declared = dict(item.split("=", 1) for item in declared if "=" in item)
+    return env | {name: str(value) for name, value in declared.items() if value is not None}
+
+
+def volume_at(service: dict[str, Any], path: PurePosixPath) -> tuple[str, PurePosixPath]:
+    """The named volume that holds `path` in a service's containers (that of the deepest mount
+    above it), and where in that volume."""
+    mounts: list[tuple[PurePosixPath, str | None]] = []
+    for mount in service.get("volumes", []):
+        if isinstance(mount, str):
+            source, target, *options = mount.split(":")
+            assert "ro" not in options, f"{mount} is read-only"
+        else:
+            source, target = mount.get("source"), mount["target"]
+            assert mount.get("type", "volume") == "volume", f"{mount}: not a named volume"
+            assert not mount.get("read_only"), f"{mount} is read-only"
+        mounts.append((PurePosixPath(target), source))
+    tmpfs = service.get("tmpfs", [])
+    mounts += [
+        (PurePosixPath(target), None) for target in ([tmpfs] if isinstance(tmpfs, str) else tmpfs)
+    ]
+    above = [(target, source) for target, source in mounts if path.is_relative_to(target)]
+    assert above, f"{path} would be on the read-only root file system"
+    target, source = max(above, key=lambda mount: len(mount[0].parts))
+    assert source, f"{path} is on a tmpfs of the container's own"
+    return source, path.relative_to(target)
+
+
+def test_api_and_workers_share_the_volume_of_uploads_and_reports(
+    compose: dict[str, Any],
+    image_command: list[str],
+    runtime_env: dict[str, str],
+    folders_shared_by_roles: Callable[[str], dict[str, PurePosixPath]],
+    sharing_roles: tuple[str, ...],
+) -> None:
+    """An upload saved by the api is found by every worker (`--scale worker=N` included), and
+    a report a worker writes is downloaded through the api: the folders the code uses resolve
+    to the same place in one named volume."""
+    places: dict[str, set[tuple[str, PurePosixPath]]] = {}
+    roles = set()
+    for name in SHELFMARK_SERVICES:
+        service = services(compose)[name]
+        role = service.get("command", image_command[1:])[0]
+        if role not in sharing_roles:
+            continue
+        roles.add(role)
+        home = environment(service, runtime_env)["SHELFMARK_HOME"]
+        for folder, path in folders_shared_by_roles(home).items():
+            volume, inside = volume_at(service, path)
+            assert volume in compose["volumes"], f"{name}: {folder} is on {volume}, no named volume"
+            places.setdefault(folder, set()).add((volume, inside))
+    assert roles == set(sharing_roles)
+    assert set(places) == set(folders_shared_by_roles("/"))
+    for folder, found in places.items():
+        assert len(found) == 1, f"{folder} is in different places: {found}"
 
 
 def test_secrets_come_from_the_env_file(compose: dict[str, Any]) -> None:

@@ -41,9 +41,9 @@ HOST_SETTINGS = (
     "LOG_FORMAT", "SIP2_PORT", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME",
 )  # fmt: skip
 
-# Roles the deploy files run that the CLI does not have yet (docs/deploy.md, "Status").
+# Roles the deploy files run that the CLI does not have yet (none, since `sip2` landed).
 # When one lands, its test passes and fails as XPASS(strict): then remove it from here.
-PENDING = {"sip2": "`shelfmark sip2` (the SIP2 TCP server, TCP 6001) is not built yet"}
+PENDING: dict[str, str] = {}
 ROLES = ("serve", "migrate", "worker", "beat", "sip2")
 
 
@@ -175,7 +175,7 @@ def start(home: Path, image_env: dict[str, str], tmp_path: Path) -> Iterator[Cal
                 args, cwd=home, env=env or image_env, stdout=output, stderr=subprocess.STDOUT
             )
         started.append(process)
-        return Process(process, log)
+        return Process(process, log, json_logs=(env or image_env).get("LOG_FORMAT") == "json")
 
     yield start
     for process in started:
@@ -185,9 +185,10 @@ def start(home: Path, image_env: dict[str, str], tmp_path: Path) -> Iterator[Cal
 
 
 class Process:
-    def __init__(self, popen: subprocess.Popen[bytes], log: Path) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], log: Path, *, json_logs: bool) -> None:
         self.popen = popen
         self.log = log
+        self.json_logs = json_logs
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -215,6 +216,20 @@ class Process:
             pytest.fail(f"still running {EXIT_WITHIN} s after SIGTERM:\n{self.output()}")
         assert code == 0, f"exit {code} after SIGTERM:\n{self.output()}"
         assert time.monotonic() - started < EXIT_WITHIN
+        if self.json_logs:
+            self.logged_json_only()
+
+    def logged_json_only(self) -> None:
+        """With LOG_FORMAT=json (the image's setting) a log collector can parse every line
+        the role wrote, from its start to its shutdown, stdout and stderr alike."""
+        lines = [line for line in self.output().splitlines() if line.strip()]
+        assert lines, "the role logged nothing"
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                pytest.fail(f"not a JSON line: {line!r}\n{self.output()}")
+            assert {"at", "level", "logger", "message"} <= entry.keys(), line
 
 
 def free_port() -> int:
@@ -356,3 +371,39 @@ def test_worker_and_beat_roles_answer_their_probe_and_stop_warm(
     beat_process.says("beat: Starting...")
     worker_process.stops_on_sigterm()
     beat_process.stops_on_sigterm()
+
+
+def test_the_sip2_role_answers_its_health_check_and_stops_on_sigterm(
+    compose: dict[str, Any],
+    render_kustomization: Callable[[str], tuple[dict[str, Any], ...]],
+    image_env: dict[str, str],
+    home: Path,
+    start: Callable[..., Process],
+) -> None:
+    """The Compose `sip2` service's command and health check (moved to a free port through
+    SIP2_PORT); the Kubernetes component runs the same command and probes the same port."""
+    service = compose["services"]["sip2"]
+    (sip2,) = [
+        container
+        for doc in render_kustomization("overlays/prod")
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"].endswith("sip2")
+        for container in doc["spec"]["template"]["spec"]["containers"]
+    ]
+    assert sip2["args"] == service["command"]
+    assert [p["containerPort"] for p in sip2["ports"]] == [6001]
+    port = free_port()
+    env = image_env | {"SIP2_PORT": str(port)}
+    assert run(["shelfmark", "migrate"], env, home).returncode == 0
+
+    server = start(["shelfmark", *service["command"]], env)
+    check = [word.replace("6001", str(port)) for word in service["healthcheck"]["test"][1:]]
+    deadline = time.monotonic() + READY_WITHIN
+    while True:
+        server.alive()
+        checked = run(check, env, home)
+        if checked.returncode == 0:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"the health check never passed:\n{checked.stderr}\n{server.output()}")
+        time.sleep(0.5)
+    server.stops_on_sigterm()

@@ -6,12 +6,15 @@ Tests that take `target` run once per kustomization (base and each overlay; see 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import kubernetes_validate
 import pytest
+
+from shelfmark.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 # The oldest Kubernetes release Shelfmark supports and the newest the schemas know.
@@ -54,6 +57,48 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
 
+def environment(
+    container: dict[str, Any], config_maps: dict[str, dict[str, Any]], image_env: dict[str, str]
+) -> dict[str, str]:
+    """The container's environment as the kubelet builds it over the image's ENV: its envFrom
+    ConfigMaps in order, then its own `env` (a Secret's values are not known here)."""
+    env = dict(image_env)
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env |= config_maps[source["configMapRef"]["name"]].get("data", {})
+    env |= {variable["name"]: variable["value"] for variable in container.get("env", [])
+            if "value" in variable}  # fmt: skip
+    return env
+
+
+def volume_at(
+    pod: dict[str, Any], container: dict[str, Any], path: PurePosixPath
+) -> tuple[dict[str, Any], PurePosixPath]:
+    """The volume that holds `path` in `container` (that of the deepest mount above it), and
+    where in that volume."""
+    name = container["name"]
+    mounts = [m for m in container.get("volumeMounts", []) if path.is_relative_to(m["mountPath"])]
+    assert mounts, f"{name}: {path} would be on the read-only root file system"
+    mount = max(mounts, key=lambda m: len(PurePosixPath(m["mountPath"]).parts))
+    assert "subPathExpr" not in mount, f"{name}: {path} is in a folder of each pod's own"
+    assert not mount.get("readOnly"), f"{name}: {path} is read-only"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    inside = PurePosixPath(mount.get("subPath", "")) / path.relative_to(mount["mountPath"])
+    return volume, inside
+
+
+QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?")
+UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+         "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}  # fmt: skip
+
+
+def quantity_bytes(quantity: str) -> float:
+    """A Kubernetes quantity of storage (`10Gi`), in bytes."""
+    match = QUANTITY.fullmatch(quantity)
+    assert match, f"not a storage quantity: {quantity}"
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
 def test_every_kustomization_is_covered(all_kustomizations: list[str]) -> None:
     assert {"base", "overlays/dev", "overlays/prod"} <= set(all_kustomizations)
 
@@ -73,7 +118,7 @@ def test_the_parts_are_there(rendered: Docs) -> None:
     kinds = {doc["kind"] for doc in rendered}
     assert {
         "Deployment", "Job", "Service", "Ingress", "ConfigMap",
-        "HorizontalPodAutoscaler", "PodDisruptionBudget",
+        "HorizontalPodAutoscaler", "PodDisruptionBudget", "PersistentVolumeClaim",
     } <= kinds  # fmt: skip
     for component in ("api", "worker", "beat"):
         deployment(rendered, component)
@@ -217,6 +262,56 @@ def test_roles_run_the_image_commands(rendered: Docs, image_command: list[str]) 
     for component, args in (("worker", ["worker", "--concurrency", "2"]), ("beat", ["beat"])):
         (container,) = deployment(rendered, component)["spec"]["template"]["spec"]["containers"]
         assert container["args"] == args
+
+
+def test_api_and_workers_share_one_read_write_many_claim_for_uploads_and_reports(
+    rendered: Docs,
+    runtime_env: dict[str, str],
+    folders_shared_by_roles: Callable[[str], dict[str, PurePosixPath]],
+    sharing_roles: tuple[str, ...],
+) -> None:
+    """An upload saved by any api pod is found by any worker, and a report written by any
+    worker is downloaded through any api pod: in every pod of those roles, on every node, the
+    folders the code uses resolve to the same place in one ReadWriteMany claim."""
+    config_maps = by_kind(rendered, "ConfigMap")
+    claims = by_kind(rendered, "PersistentVolumeClaim")
+    places: dict[str, set[tuple[str, PurePosixPath]]] = {}
+    roles = set()
+    for workload, pod in workloads(rendered):
+        for container in pod["containers"]:
+            if container["args"][0] not in sharing_roles:
+                continue
+            roles.add(container["args"][0])
+            where = f"{workload['kind']}/{workload['metadata']['name']}"
+            home = environment(container, config_maps, runtime_env)["SHELFMARK_HOME"]
+            assert PurePosixPath(home).is_absolute(), f"{where}: SHELFMARK_HOME={home}"
+            for folder, path in folders_shared_by_roles(home).items():
+                volume, inside = volume_at(pod, container, path)
+                claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+                assert claim, f"{where}: {folder} ({path}) is on a volume of the pod's own"
+                assert claim in claims, f"{where}: no PersistentVolumeClaim {claim}"
+                places.setdefault(folder, set()).add((claim, inside))
+    assert roles == set(sharing_roles)
+    assert set(places) == set(folders_shared_by_roles("/"))
+    for folder, found in places.items():
+        assert len(found) == 1, f"{folder} is in different places: {found}"
+        ((claim, _),) = found
+        spec = claims[claim]["spec"]
+        # Pods on several nodes mount it at once: the autoscaled api and workers, and a
+        # rollout's new pod beside the old one.
+        assert "ReadWriteMany" in spec["accessModes"], claim
+        assert spec.get("volumeMode", "Filesystem") == "Filesystem", claim
+
+
+def test_the_shared_claim_has_room_for_uploads(rendered: Docs) -> None:
+    settings = {k: v for c in by_kind(rendered, "ConfigMap").values() for k, v in c["data"].items()}
+    largest = int(
+        settings.get("UPLOAD_MAX_BYTES", Settings.model_fields["upload_max_bytes"].default)
+    )
+    for name, claim in by_kind(rendered, "PersistentVolumeClaim").items():
+        requested = quantity_bytes(claim["spec"]["resources"]["requests"]["storage"])
+        # Uploads are kept (an import can be run again); reports are small.
+        assert requested >= 10 * largest, f"{name}: room for fewer than ten of the largest uploads"
 
 
 def test_the_migration_job_runs_once(rendered: Docs) -> None:
