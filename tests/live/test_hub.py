@@ -14,7 +14,7 @@ from factories import auth, make_user
 from shelfmark import events
 from shelfmark.auth.roles import Role
 from shelfmark.live import hub as hub_module
-from shelfmark.live.hub import QUEUE_SIZE, Hub, LiveEvents
+from shelfmark.live.hub import HEARTBEAT, QUEUE_SIZE, Hub, LiveEvents
 
 REDIS = "redis://127.0.0.1:6379/12"
 
@@ -29,29 +29,59 @@ class TestHub:
         everything, main_only = hub.connect(None), hub.connect("MAIN")
         hub.deliver(event("loan.created", "MAIN"))
         hub.deliver(event("loan.created", "EAST"))
-        assert everything.queue.qsize() == 2
-        assert main_only.queue.qsize() == 1
+        assert len(everything.pending) == 2
+        assert len(main_only.pending) == 1
 
     async def test_a_slow_client_is_dropped_and_its_memory_freed(self) -> None:
         hub = Hub()
         slow, fast = hub.connect(None), hub.connect(None)
         for n in range(QUEUE_SIZE + 1):
             hub.deliver(event(f"e{n}", "MAIN"))
-            await fast.queue.get()
+            assert len(await fast.take()) == 1
         assert slow not in hub.clients
         assert fast in hub.clients
         assert hub.dropped == 1
-        assert slow.queue.qsize() == 1  # only the stop signal is left
+        assert slow.pending == []  # what it had not read is freed at once
         assert [item async for item in hub.stream(slow)] == []
 
-    async def test_silence_yields_heartbeats(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(hub_module, "HEARTBEAT_SECONDS", 0.01)
+    async def test_a_stream_yields_what_came_while_it_was_away(self) -> None:
         hub = Hub()
         client = hub.connect(None)
         stream = hub.stream(client)
-        assert await anext(stream) is None
+        hub.deliver(event("e1", "MAIN"))
+        hub.deliver(event("e2", "MAIN"))
+        assert b'"e1"' in (await anext(stream) or b"")
+        assert b'"e2"' in (await anext(stream) or b"")
+        waiting = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)
+        assert not waiting.done()  # nothing to send: it waits, without a timer
+        hub.disconnect(client)
+        with pytest.raises(StopAsyncIteration):
+            await waiting
+
+    async def test_heartbeats_go_to_idle_clients_only(self) -> None:
+        hub = Hub()
+        idle, busy = hub.connect("EAST"), hub.connect("MAIN")
         hub.deliver(event("hold.ready", "MAIN"))
-        assert await anext(stream) is not None
+        hub.beat()
+        assert idle.pending == [HEARTBEAT]
+        assert len(busy.pending) == 1
+        assert busy.pending[0] is not HEARTBEAT
+
+    async def test_silence_yields_heartbeats(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(hub_module, "HEARTBEAT_SECONDS", 0.01)
+        live = LiveEvents(None)
+        await live.start()
+        try:
+            client = live.hub.connect(None)
+            stream = live.hub.stream(client)
+            assert await asyncio.wait_for(anext(stream), 5) is HEARTBEAT
+            await events.bus.deliver(events.Event("hold.ready", datetime.now(UTC), {}))
+            while (data := await asyncio.wait_for(anext(stream), 5)) is HEARTBEAT:
+                pass
+            assert b"hold.ready" in data
+        finally:
+            await live.stop()
 
 
 class TestLiveEvents:
@@ -60,7 +90,7 @@ class TestLiveEvents:
         await live.start()
         client = live.hub.connect(None)
         await events.bus.deliver(events.Event("loan.created", datetime.now(UTC), {"branch": "X"}))
-        assert client.queue.qsize() == 1
+        assert len(client.pending) == 1
         await live.stop()
         assert client not in live.hub.clients
 
@@ -81,7 +111,7 @@ class TestLiveEvents:
         await publisher._to_redis(
             events.Event("loan.created", datetime.now(UTC), {"branch": "MAIN"})
         )
-        data = await asyncio.wait_for(client.queue.get(), 5)
+        (data,) = await asyncio.wait_for(client.take(), 5)
         assert data is not None
         assert b"loan.created" in data
         await listener.stop()
