@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
+
+from shelfmark.observed import ObservedRequests
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -50,34 +51,19 @@ class Metrics:
                 self.pool.labels(state).set(reader())
 
 
-class MetricsMiddleware:
-    """Pure ASGI (no BaseHTTPMiddleware): it sits on every request's path."""
+class MetricsMiddleware(ObservedRequests):
+    """Counts requests and their latency per method, route template and status."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, prefixes: tuple[str, ...] = ()) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
         self.prefixes = prefixes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            template = self._template(scope)
-            method = scope["method"]
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        template = self._template(scope)
+        method = scope["method"]
+        self.metrics.requests.labels(method, template, str(status)).inc()
+        self.metrics.latency.labels(method, template).observe(seconds)
 
     def _template(self, scope: Scope) -> str:
         """The route's path template: one label per route, whatever the ids in the URL."""
