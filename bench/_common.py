@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import asyncpg
 PG_ADMIN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parents[1]
 SHELFMARK = str(ROOT / ".venv" / "bin" / "shelfmark")
+BENCH_SECRET_KEY = "bench-secret-key-not-for-production-use"
 
 
 async def _admin(sql: str) -> None:
@@ -30,17 +32,44 @@ async def _admin(sql: str) -> None:
         await connection.close()
 
 
+def _run_admin(sql: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_admin(sql))
+        return
+    # Called from a coroutine (a bench's own event loop): on a loop of its own, in a thread.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _admin(sql)).result()
+
+
+def bench_database(kind: str, *, name: str, home: str | Path) -> str:
+    """An empty database of `kind` ("sqlite": a file in `home`; "postgresql": `name`, made
+    afresh) as an async SQLAlchemy URL."""
+    if kind == "sqlite":
+        return f"sqlite+aiosqlite:///{home}/bench.db"
+    return fresh_database(name).replace("postgresql://", "postgresql+asyncpg://")
+
+
 def fresh_database(name: str) -> str:
     """Drop and create `name`; return its SQLAlchemy URL."""
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    _run_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _run_admin(f'CREATE DATABASE "{name}"')
     return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
 @contextmanager
 def served(database_url: str, *, server: str, port: int, home: Path) -> Iterator[str]:
     """Run `shelfmark serve` in a child process until the block ends."""
-    env = os.environ | {"DATABASE_URL": database_url, "SHELFMARK_HOME": str(home)}
+    # Off SQLite the API refuses to start without a SECRET_KEY (replicas must share one).
+    env = os.environ | {
+        "DATABASE_URL": database_url,
+        "SHELFMARK_HOME": str(home),
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or BENCH_SECRET_KEY,
+        # Every request of a bench comes from one address: the scraper brake would answer
+        # most of them 429 (measured would be the refusal, not the search).
+        "SEARCH_PER_MINUTE": "0",
+    }
     process = subprocess.Popen(
         [SHELFMARK, "serve", "--no-worker", "--server", server, "--port", str(port)],
         env=env,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-from _common import ROOT, fresh_database, served
+from _common import ROOT, bench_database, served
 from sqlalchemy import func, insert, select, update
 
 from shelfmark.auth.roles import SYSTEM
@@ -203,12 +203,7 @@ def main() -> None:
               f"{'p95 ms':>8} {'p99 ms':>8} {'p95/p50':>8} {'errors':>6}")  # fmt: skip
     for database in args.databases.split(","):
         home = Path(tempfile.mkdtemp(prefix="shelfmark-bench-search-"))
-        if database == "sqlite":
-            url = f"sqlite+aiosqlite:///{home}/bench.db"
-        else:
-            url = fresh_database("shelfmark_bench_search").replace(
-                "postgresql://", "postgresql+asyncpg://"
-            )
+        url = bench_database(database, name="shelfmark_bench_search", home=home)
         created = asyncio.run(load(url, home, args.file))
         paths = asyncio.run(query_set(url, home))
         mixed = [p for group in zip(*paths.values(), strict=False) for p in group]

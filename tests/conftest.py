@@ -25,6 +25,7 @@ from shelfmark.cache import SESSION_KEY as CACHE_KEY
 from shelfmark.db import create_engine
 from shelfmark.migrate import upgrade
 from shelfmark.settings import Settings
+from shelfmark.worker import configure as configure_celery
 
 IN_CI = os.environ.get("CI") == "true"
 PG_ADMIN_DSN = os.environ.get("SHELFMARK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -47,10 +48,10 @@ def database_url(request: pytest.FixtureRequest, home: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{home / 'test.db'}"
         return
-    yield from _postgres_database(request)
+    yield from postgres_database(request)
 
 
-def _postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
+def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
     name = f"shelfmark_test_{uuid.uuid4().hex[:10]}"
 
     async def admin(sql: str) -> None:
@@ -136,6 +137,9 @@ def app(
     app.state.sessionmaker = sessionmaker
     app.state.read_sessionmaker = sessionmaker
     bind_admin(app, connection, join_transaction_mode="create_savepoint")
+    # Work the app sends after a commit (a notice to deliver, a job) goes to the test home's
+    # embedded broker, as `serve` sends it to its own; no worker reads it there.
+    configure_celery(settings)
     return app
 
 

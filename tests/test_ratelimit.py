@@ -87,10 +87,22 @@ class TestCounters:
 
 
 async def test_search_is_limited_per_address(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ratelimit, "SEARCH_PER_ADDRESS", Limit("search-ip", 3, 60))
+    monkeypatch.setattr(app.state, "settings", app.state.settings.model_copy(
+        update={"search_per_minute": 3}
+    ))  # fmt: skip
     statuses = [
         (await client.get("/api/v1/search", params={"q": "anything"})).status_code for _ in range(4)
     ]
     assert statuses == [200, 200, 200, 429]
+
+
+async def test_search_limit_zero_is_no_limit(
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.state, "settings", app.state.settings.model_copy(
+        update={"search_per_minute": 0}
+    ))  # fmt: skip
+    for _ in range(5):
+        assert (await client.get("/api/v1/search", params={"q": "anything"})).status_code == 200

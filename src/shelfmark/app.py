@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,8 +26,9 @@ from shelfmark.interop.api import router as marc_router
 from shelfmark.jobs.api import router as jobs_router
 from shelfmark.live.api import router as live_router
 from shelfmark.live.hub import LiveEvents
-from shelfmark.logging import configure_logging
+from shelfmark.logging import AccessLogMiddleware, configure_logging
 from shelfmark.metrics import Metrics, MetricsMiddleware
+from shelfmark.notices.api import router as notices_router
 from shelfmark.patrons.api import router as patrons_router
 from shelfmark.ratelimit import create_counter
 from shelfmark.search.api import router as search_router
@@ -34,6 +36,8 @@ from shelfmark.settings import Settings, get_settings
 from shelfmark.web.pages import install_web
 
 API_PREFIX = "/api/v1"
+# Allocations between young-generation collections (CPython: 700).
+GC_YOUNG_THRESHOLD = 10_000
 
 DESCRIPTION = """
 Shelfmark's REST API. Every error is `application/problem+json` (RFC 9457) with a stable
@@ -53,7 +57,22 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     rules_router,
     circulation_router,
     jobs_router,
+    notices_router,
 )
+
+
+def settle_memory() -> None:
+    """Put what startup made (modules, routes, schemas, mappers: hundreds of thousands of
+    objects) out of the cyclic collector's reach, and collect the young generation less often.
+
+    Otherwise every full collection walks all of it while requests wait. bench/api_read.py
+    (granian, one run each way, quiet machine): a page of 50 went from 554 to 747 req/s and
+    its p99 from 176 to 91 ms; a cold bib by id from 828 to 1,036 req/s, p99 148 to 85 ms.
+    Serving processes only (the tests make many apps).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     (the tests) put one there first."""
     settings = settings or get_settings()
     configure_logging(settings)
+    settings.require_secret_key()  # refused here rather than signing with an empty key
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             app.state.read_sessionmaker = create_read_sessionmaker(app.state.engine)
             bind_admin(app, app.state.engine)
+            settle_memory()
         await app.state.live.start()
         try:
             yield
@@ -97,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_counter = create_counter(settings.redis_url)
     app.state.live = LiveEvents(settings.redis_url)
     app.add_middleware(IdempotencyMiddleware)
+    if settings.access_log:
+        app.add_middleware(AccessLogMiddleware)
     app.add_middleware(
         MetricsMiddleware, metrics=app.state.metrics, prefixes=(API_PREFIX,)
     )  # outermost: sees all

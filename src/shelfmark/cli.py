@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import json
+import logging
+import resource
 import signal
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import typer
 from rich.console import Console
@@ -34,9 +36,12 @@ from shelfmark.errors import ShelfmarkError
 from shelfmark.interop import marc_export
 from shelfmark.interop.marc_import import ImportSummary, import_file
 from shelfmark.interop.marc_read import MarcFileError
+from shelfmark.interop.sip2 import server as sip2_server
+from shelfmark.interop.sip2.context import Sip2Config
+from shelfmark.logging import configure_logging, server_log_config
 from shelfmark.migrate import upgrade
 from shelfmark.search.index import reindex_all
-from shelfmark.settings import get_settings
+from shelfmark.settings import MissingSecretKey, get_settings
 from shelfmark.worker import celery_app
 from shelfmark.worker import configure as configure_celery
 
@@ -46,6 +51,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 console = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
 class Server(StrEnum):
@@ -66,21 +72,37 @@ def serve(
 ) -> None:
     """Serve the API, the OPAC and the staff desk (and, by default, the background jobs)."""
     settings = get_settings()
-    console.print(
-        f"Shelfmark on http://{host}:{port} (database: {_redacted(settings.database_url)})"
+    # Logged, not printed: with LOG_FORMAT=json every line of output is a JSON object.
+    configure_logging(settings)
+    try:
+        settings.require_secret_key()
+    except MissingSecretKey as exc:
+        log.critical("%s", exc)
+        raise typer.Exit(2) from exc
+    log.info(
+        "Shelfmark on http://%s:%s (database: %s)", host, port, _redacted(settings.database_url)
     )
     with _supervised(_EMBEDDED_WORKER if worker else ()):
-        _serve(host=host, port=port, workers=workers, reload=reload, server=server)
+        _serve(
+            host=host, port=port, workers=workers, reload=reload, server=server,
+            log_config=server_log_config(settings),
+        )  # fmt: skip
 
 
-def _serve(*, host: str, port: int, workers: int, reload: bool, server: Server) -> None:
+def _serve(
+    *, host: str, port: int, workers: int, reload: bool, server: Server, log_config: dict[str, Any]
+) -> None:
+    open_files = _raise_open_files_limit()
     if server is Server.GRANIAN:
         from granian import Granian  # noqa: PLC0415 - only the chosen server is loaded
         from granian.constants import Interfaces  # noqa: PLC0415
 
+        # backpressure: requests served at once per worker, 1024 by default, which would
+        # also cap the live event streams (each an open request); the open files bound them.
         Granian(
             "shelfmark.asgi:app", address=host, port=port, interface=Interfaces.ASGI,
-            workers=workers, reload=reload, log_access=False,
+            workers=workers, reload=reload, log_access=False, log_dictconfig=log_config,
+            backpressure=open_files,
         ).serve()  # fmt: skip
     else:
         import uvicorn  # noqa: PLC0415
@@ -88,7 +110,18 @@ def _serve(*, host: str, port: int, workers: int, reload: bool, server: Server) 
         uvicorn.run(
             "shelfmark.asgi:app", host=host, port=port, workers=workers, reload=reload,
             proxy_headers=True, timeout_graceful_shutdown=25, access_log=False,
+            log_config=log_config,
         )  # fmt: skip
+
+
+def _raise_open_files_limit() -> int:
+    """Raise the soft limit of open files to the hard one, and return it: every connection
+    is a file, and live event streams stay open (soft limits are often 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard and hard != resource.RLIM_INFINITY:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
 
 
 # `serve`'s children: one worker (one job at a time: SQLite has one writer) and beat.
@@ -167,10 +200,13 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Run a Celery worker: it runs the background jobs (BROKER_URL, or the embedded one)."""
-    configure_celery(get_settings())
+    settings = get_settings()
+    configure_celery(settings)
+    configure_logging(settings, level=loglevel.upper())  # before Celery warns of anything
     # No mingle or gossip: they sync revoked tasks and worker events between workers, which
     # the jobs table makes unneeded, and mingle alone adds a second to every start.
     argv = [
+        *_celery_options(settings.log_format),
         "worker",
         f"--pool={pool}",
         f"--loglevel={loglevel}",
@@ -187,8 +223,16 @@ def beat(
     loglevel: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Run Celery beat, which starts the scheduled work. Run exactly one."""
-    configure_celery(get_settings())
-    celery_app.start(["beat", f"--loglevel={loglevel}"])
+    settings = get_settings()
+    configure_celery(settings)
+    configure_logging(settings, level=loglevel.upper())
+    celery_app.start([*_celery_options(settings.log_format), "beat", f"--loglevel={loglevel}"])
+
+
+def _celery_options(log_format: str) -> list[str]:
+    # Celery prints a banner to stdout, outside logging; with JSON logs nothing but JSON may
+    # be there. (Its logging is Shelfmark's anyway: see worker.py, `setup_logging`.)
+    return ["--quiet"] if log_format == "json" else []
 
 
 def _redacted(url: str) -> str:
@@ -364,6 +408,37 @@ def reindex() -> None:
     count = asyncio.run(run())
     console.print(
         f"Search index rebuilt: {count} bib records in {time.perf_counter() - started:.1f} s."
+    )
+
+
+@app.command()
+def sip2(
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (self-check machines are remote)")
+    ] = "0.0.0.0",  # noqa: S104 - a SIP2 server is for the machines on the library's network
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: SIP2_PORT, 6001)")
+    ] = None,
+    institution: Annotated[str, typer.Option(help="Institution id (AO) it answers with")] = (
+        "shelfmark"
+    ),
+    encoding: Annotated[str, typer.Option(help="Text encoding of the SCs' messages")] = "utf-8",
+    idle_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds a silent connection stays open")
+    ] = 600.0,
+) -> None:
+    """Serve SIP2 to self-check machines until SIGTERM; they log in as a staff user."""
+    settings = get_settings()
+    configure_logging(settings)
+    try:
+        "".encode(encoding)
+    except LookupError as exc:
+        log.critical("Unknown encoding %r", encoding)
+        raise typer.Exit(2) from exc
+    config = Sip2Config(institution_id=institution, encoding=encoding, idle_timeout=idle_timeout)
+    log.info("SIP2 for self-check machines (database: %s)", _redacted(settings.database_url))
+    asyncio.run(
+        sip2_server.run(settings, host=host, port=port or settings.sip2_port, config=config)
     )
 
 

@@ -87,8 +87,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
+# `execution_options(sqlite_begin="IMMEDIATE")`: the transaction takes the write lock at once
+# (waiting for busy_timeout), for work that reads before it writes and must not interleave
+# with another writer, such as a migration.
+_SQLITE_BEGIN = {"DEFERRED": "BEGIN", "IMMEDIATE": "BEGIN IMMEDIATE"}
+
+
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN")
+    mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+    connection.exec_driver_sql(_SQLITE_BEGIN[mode])
 
 
 def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:

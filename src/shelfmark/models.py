@@ -7,6 +7,7 @@ from shelfmark.circulation.models import CirculationRule, ClosedDay, Fee, Hold, 
 from shelfmark.db import Base
 from shelfmark.idempotency import IdempotencyRecord
 from shelfmark.jobs.models import Job
+from shelfmark.notices.models import Notice, NoticeTemplate
 from shelfmark.patrons.models import Patron, PatronBlock, PatronCategory
 from shelfmark.search.models import BibSearch, BibSearchSubject
 
@@ -26,6 +27,8 @@ __all__ = [
     "Item",
     "Job",
     "Loan",
+    "Notice",
+    "NoticeTemplate",
     "Patron",
     "PatronBlock",
     "PatronCategory",

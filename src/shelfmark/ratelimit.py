@@ -32,7 +32,7 @@ class Limit:
 
 LOGIN_PER_USER = Limit("login-user", attempts=10, seconds=300)
 LOGIN_PER_ADDRESS = Limit("login-ip", attempts=50, seconds=300)
-SEARCH_PER_ADDRESS = Limit("search-ip", attempts=600, seconds=60)
+SEARCH_WINDOW_SECONDS = 60  # SEARCH_PER_MINUTE (a setting) searches per address in a window
 
 
 class Counter(Protocol):
@@ -110,4 +110,8 @@ async def check_login(request: Request, username: str) -> None:
 
 
 async def check_search(request: Request) -> None:
-    await check(request.app.state.rate_counter, SEARCH_PER_ADDRESS, client_address(request))
+    """Scraping: searches per address and minute, `SEARCH_PER_MINUTE` (0: no limit)."""
+    per_minute: int = request.app.state.settings.search_per_minute
+    if per_minute:
+        limit = Limit("search-ip", attempts=per_minute, seconds=SEARCH_WINDOW_SECONDS)
+        await check(request.app.state.rate_counter, limit, client_address(request))

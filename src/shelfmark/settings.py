@@ -20,10 +20,39 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="Default: SQLite in SHELFMARK_HOME")
     redis_url: str | None = None
     broker_url: str | None = None
-    smtp_url: str | None = None
-    secret_key: str = Field(default="", description="Default: generated, kept in SHELFMARK_HOME")
+    # Where notices are mailed. None (the embedded default): notices are written and stay
+    # pending, saying so, until it is set. The scheme says how the connection is secured:
+    #   smtp://[user[:password]@]host[:port]            plain (port 25); add ?starttls=true
+    #                                                    to require STARTTLS
+    #   smtp+starttls://[user[:password]@]host[:port]   STARTTLS (port 587)
+    #   smtps://[user[:password]@]host[:port]           implicit TLS (port 465)
+    # User and password are percent-encoded; given, they log in (AUTH) once per connection.
+    # Certificates are checked against the system's CAs (or SSL_CERT_FILE).
+    smtp_url: str | None = Field(
+        default=None, description="smtp://, smtp+starttls:// or smtps:// URL; none: hold notices"
+    )
+    notice_from: str = Field(
+        default="Shelfmark <library@localhost>",
+        description="From address of notices; its domain also names their Message-IDs",
+    )
+    # A notice is tried this many times (SMTP down, a server saying "try later") before it
+    # is failed with its last error; a permanent refusal fails it at once.
+    notice_max_attempts: int = Field(default=8, ge=1)
+    # A notice claimed by a delivery run that fell silent this long ago is claimed again
+    # (it was provably not handed over: see shelfmark.notices.delivery).
+    notice_claim_seconds: int = Field(default=300, ge=1)
+    # SMTP connections a delivery run sends over at once (each also holds a database
+    # connection); mail servers often allow a client a few, rarely many.
+    notice_connections: int = Field(default=8, ge=1, le=32)
+    secret_key: str = Field(
+        default="", description="Required off SQLite; embedded: generated, kept in SHELFMARK_HOME"
+    )
     sip2_port: int = 6001
+    # Searches (API and OPAC) one address may make per minute: a brake on scrapers. Behind a
+    # shared address (a school's NAT) raise it; 0 turns the limit off (the benches do).
+    search_per_minute: int = Field(default=600, ge=0, description="0: no limit")
     log_format: str = "text"
+    access_log: bool = Field(default=False, description="Log every HTTP request")
     secure_cookies: bool = Field(default=False, description="Send cookies over HTTPS only")
     access_token_minutes: int = 60 * 12
     db_pool_size: int = 10
@@ -35,6 +64,12 @@ class Settings(BaseSettings):
     # How many times a job may be started (worker deaths, transient errors) before it fails.
     job_max_attempts: int = Field(default=3, ge=1)
     upload_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="Largest upload")
+    # Reading privacy: the nightly anonymise job makes a returned loan forget its patron this
+    # many days after the return, unless the patron chose to keep a reading history. Fees
+    # keep their patron whatever this says (money owed is not history).
+    loan_retention_days: int = Field(
+        default=30, ge=0, description="Days a returned loan keeps naming its patron"
+    )
     jobs_queue: str = Field(
         default="shelfmark",
         min_length=1,
@@ -52,13 +87,34 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.shelfmark_home / 'shelfmark.db'}"
         self.database_url = _async_driver(self.database_url)
-        if not self.secret_key:
+        if not self.secret_key and self.is_sqlite:
+            # Embedded, one process signs and checks everything: a key of its own will do.
+            # On a database server several replicas may serve, and each would generate a
+            # different key, so tokens and sessions of one would fail on the others.
             self.secret_key = _kept_secret(self.shelfmark_home / "secret_key")
         return self
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def require_secret_key(self) -> str:
+        """The key that signs tokens and sessions, for the commands that sign (the API)."""
+        if not self.secret_key:
+            raise MissingSecretKey
+        return self.secret_key
+
+
+class MissingSecretKey(RuntimeError):
+    """A command that signs tokens or sessions was started off SQLite without SECRET_KEY."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "SECRET_KEY is not set: with DATABASE_URL on a database server every API replica "
+            "must share one key (it signs tokens and sessions); generate one with "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(48))'` and set it in "
+            "the environment."
+        )
 
 
 def _async_driver(url: str) -> str:

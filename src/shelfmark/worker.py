@@ -15,7 +15,11 @@ at `worker_process_init` in a prefork child, at `worker_init` for the solo and t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Coroutine
 from contextlib import closing
@@ -23,22 +27,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import celery.apps.worker
 from celery import Celery
 from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.schedules import crontab
 from celery.signals import (
+    setup_logging,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
     worker_shutdown,
 )
+from celery.utils.log import get_multiprocessing_logger
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import shelfmark.models  # noqa: F401 - every model, so that foreign keys across domains resolve
 from shelfmark.db import create_engine, create_sessionmaker
+from shelfmark.logging import JsonFormatter, configure_logging
 from shelfmark.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -48,6 +56,7 @@ RUN_JOB = "shelfmark.jobs.run"
 RECOVER_JOBS = "shelfmark.jobs.recover"
 START_SCHEDULED_JOB = "shelfmark.jobs.start_scheduled"
 PURGE_BROKER = "shelfmark.broker.purge"
+DELIVER_NOTICES = "shelfmark.notices.deliver"
 
 # What a retry may cure: a database or broker that is briefly unreachable, a busy SQLite.
 # Anything else fails the job at once with its error.
@@ -64,7 +73,7 @@ RECOVER_EVERY = 60.0  # seconds between sweeps for jobs whose worker died
 PURGE_EVERY = 3600.0  # seconds between purges of the embedded broker's delivered messages
 EMBEDDED_SCHEME = "sqla+sqlite:///"
 
-celery_app = Celery("shelfmark", include=["shelfmark.jobs.tasks"])
+celery_app = Celery("shelfmark", include=["shelfmark.jobs.tasks", "shelfmark.notices.tasks"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +86,17 @@ class ScheduledJob:
     period: Literal["hour", "day"]
 
 
-# The overdue and due-soon runs, hold-shelf expiry and anonymisation slot in here as their
-# job kinds land, for instance `ScheduledJob("overdue-notices", crontab(minute=0, hour=7),
-# "day")`.
-SCHEDULED_JOBS: tuple[ScheduledJob, ...] = ()
+SCHEDULED_JOBS: tuple[ScheduledJob, ...] = (
+    # Notices (shelfmark.notices.jobs): mornings, UTC; the hourly expiry also sends whatever
+    # notices are still pending (an SMTP outage, SMTP_URL newly set).
+    ScheduledJob("overdue-notices", crontab(minute=0, hour=7), "day"),
+    ScheduledJob("due-soon-notices", crontab(minute=15, hour=7), "day"),
+    ScheduledJob("hold-expiry", crontab(minute=5), "hour"),
+    # Circulation (shelfmark.circulation.jobs): fines accrue just after midnight, UTC, so that
+    # the day just begun counts; loans past the retention period forget their patron.
+    ScheduledJob("fee-accrual", crontab(minute=20, hour=0), "day"),
+    ScheduledJob("anonymise", crontab(minute=40, hour=2), "day"),
+)
 
 
 def embedded_broker_url(home: Path) -> str:
@@ -251,6 +267,35 @@ def _on_child_shutdown(**_: Any) -> None:
 @worker_shutdown.connect
 def _on_worker_shutdown(**_: Any) -> None:
     stop_runtime()
+
+
+@setup_logging.connect
+def _on_setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    # Connected, this stops Celery from taking the root logger over (its own format, on
+    # stderr): the worker and beat log like every Shelfmark process, JSON with LOG_FORMAT=json.
+    settings = _process.settings or get_settings()
+    configure_logging(settings, level=loglevel or "INFO")
+    # The pool's supervisor logs through billiard's logger, which does not propagate: its
+    # errors (a child killed) would reach stderr as bare text. Only errors, as Celery does.
+    pool_logger = get_multiprocessing_logger()
+    if pool_logger is not None:
+        pool_logger.propagate = True
+        pool_logger.setLevel(logging.ERROR)
+    if settings.log_format == "json":
+        # Celery's shutdown notices bypass logging (celery.apps.worker.safe_say): said as
+        # JSON instead. setattr: the stubs do not know the function.
+        setattr(celery.apps.worker, "safe_say", _say_as_json)  # noqa: B010
+
+
+def _say_as_json(msg: str, f: Any = sys.__stderr__) -> None:
+    """Celery's `safe_say`, one JSON object per line. It runs in signal handlers, hence a
+    bare `os.write` as in Celery's own (logging's lock could be held by the code it
+    interrupted)."""
+    record = logging.makeLogRecord(
+        {"name": "celery.apps.worker", "levelname": "INFO", "msg": msg.strip()}
+    )
+    with contextlib.suppress(OSError, ValueError):
+        os.write(f.fileno(), JsonFormatter().format(record).encode() + b"\n")
 
 
 @worker_ready.connect

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi.responses import FileResponse
 
 from shelfmark.catalog.schemas import Code
 from shelfmark.db import utcnow
@@ -30,6 +31,7 @@ from shelfmark.pagination import (
     decode_int_cursor,
     next_cursor_of,
 )
+from shelfmark.reports import service as reports_service
 
 router = APIRouter(tags=["jobs"])
 
@@ -74,6 +76,28 @@ async def list_jobs(
 @router.get("/jobs/{job_id}", response_model=JobRead)
 async def get_job(session: SessionDep, actor: ActorDep, job_id: Id) -> JobRead:
     return job_read(await service.require_job(session, actor=actor, job_id=job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/download",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The report, as an attachment",
+            "content": {media: {} for media in reports_service.MEDIA_TYPES.values()},
+        },
+        404: {"description": "No such job, or no file for it (not a report, or deleted)"},
+        409: {"description": "The report job has not succeeded (yet)"},
+    },
+)
+async def download_job_file(
+    session: SessionDep, actor: ActorDep, settings: SettingsDep, job_id: Id
+) -> FileResponse:
+    """The file a report job made (librarian): CSV or XLSX, once the job has succeeded."""
+    file = await reports_service.access_report_file(
+        session, actor=actor, job_id=job_id, home=settings.shelfmark_home
+    )
+    return FileResponse(file.path, media_type=file.media_type, filename=file.filename)
 
 
 @router.post("/jobs/{job_id}/retry", response_model=JobRead, status_code=status.HTTP_202_ACCEPTED)

@@ -58,6 +58,9 @@ class JobContext:
         self.sessions: async_sessionmaker[AsyncSession] = _ReportingSessionmaker(
             sessions, self.flush
         )
+        # For work that commits far more often than progress needs writing (notices are
+        # marked sent one transaction each): its commits write nothing more.
+        self.unreported_sessions = sessions
 
     def progress(self, done: int, total: int | None = None) -> None:
         self.done = done

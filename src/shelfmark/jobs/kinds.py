@@ -17,11 +17,15 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import BaseModel, Field, ValidationError
 
 from shelfmark.catalog.schemas import Code, Strict
+from shelfmark.circulation import jobs as circulation_jobs
 from shelfmark.errors import InvalidInput
 from shelfmark.interop.marc_import import ImportSummary, import_file
 from shelfmark.interop.marc_read import MarcFileError
 from shelfmark.jobs.context import JobContext
 from shelfmark.jobs.errors import UnknownJobKind, UnreadableMarc, UploadNotFound
+from shelfmark.notices import jobs as notice_jobs
+from shelfmark.reports import jobs as report_jobs
+from shelfmark.reports.schemas import REPORT_KIND, ReportParams
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -126,9 +130,29 @@ async def run_marc_import(ctx: JobContext, params: MarcImportParams) -> dict[str
 
 MARC_IMPORT: JobKind[MarcImportParams] = JobKind("marc-import", MarcImportParams, run_marc_import)
 
+# --- notices (shelfmark.notices.jobs) ---------------------------------------------------
+
+NoticeRun = notice_jobs.NoticeRunParams
+OVERDUE_NOTICES = JobKind("overdue-notices", NoticeRun, notice_jobs.run_overdue_notices)
+DUE_SOON_NOTICES = JobKind("due-soon-notices", NoticeRun, notice_jobs.run_due_soon_notices)
+HOLD_EXPIRY = JobKind("hold-expiry", NoticeRun, notice_jobs.run_hold_expiry)
+
+# --- reports (shelfmark.reports.jobs); anonymise, fee-accrual (shelfmark.circulation.jobs) --
+
+REPORT = JobKind(REPORT_KIND, ReportParams, report_jobs.run_report)
+Nightly = circulation_jobs.NightlyParams
+ANONYMISE = JobKind("anonymise", Nightly, circulation_jobs.run_anonymise)
+FEE_ACCRUAL = JobKind("fee-accrual", Nightly, circulation_jobs.run_fee_accrual)
+
 # --- the registry -----------------------------------------------------------------------
 
-KINDS: dict[str, JobKind[Any]] = {kind.name: kind for kind in (MARC_IMPORT,)}
+KINDS: dict[str, JobKind[Any]] = {
+    kind.name: kind
+    for kind in (
+        MARC_IMPORT, OVERDUE_NOTICES, DUE_SOON_NOTICES, HOLD_EXPIRY, REPORT, ANONYMISE,
+        FEE_ACCRUAL,
+    )
+}  # fmt: skip
 
 
 def require_kind(name: str) -> JobKind[Any]:

@@ -14,11 +14,26 @@ KindName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-
 class JobCreate(Strict):
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"kind": "marc-import", "params": {"file": "12.mrc"}}],
+            "examples": [
+                {"kind": "marc-import", "params": {"file": "12.mrc"}},
+                {
+                    "kind": "report",
+                    "params": {
+                        "report": "loans-per-branch-day",
+                        "format": "xlsx",
+                        "from_date": "2026-01-01",
+                        "to_date": "2026-03-31",
+                    },
+                },
+            ],
         }
     )
 
-    kind: KindName = Field(description="What to run: `marc-import`")
+    kind: KindName = Field(
+        description="What to run: `marc-import`, `report` (its file at "
+        "`GET /api/v1/jobs/{id}/download`), the scheduled `overdue-notices`, "
+        "`due-soon-notices`, `hold-expiry`, `fee-accrual`, `anonymise`"
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="As the kind needs")
 
 
