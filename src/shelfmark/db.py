@@ -174,11 +174,16 @@ async def fetch_mappings(
 
 
 async def flush_or_raise(session: AsyncSession, error: Exception) -> None:
-    """Flush inside a savepoint; a violated constraint becomes `error` (a domain error) and
-    the session stays usable. The database, not a prior SELECT, has the last word."""
+    """Flush; a violated constraint becomes `error` (a domain error). The database, not a
+    prior SELECT, has the last word.
+
+    The error ends the unit of work: a failed statement aborts a PostgreSQL transaction, and
+    a savepoint would not save it here, because `begin_nested()` flushes the pending rows
+    before it emits SAVEPOINT. Code that must carry on after a conflict adds its row inside
+    `session.begin_nested()` itself (jobs and Idempotency-Keys do).
+    """
     try:
-        async with session.begin_nested():
-            await session.flush()
+        await session.flush()
     except IntegrityError as exc:
         raise error from exc
 

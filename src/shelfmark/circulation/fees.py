@@ -22,7 +22,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import ORMOption
@@ -34,6 +33,7 @@ from shelfmark.catalog.models import Item
 from shelfmark.circulation.calendar import Calendar, days_late
 from shelfmark.circulation.errors import FeeClosed, FeeNotFound, PaymentTooLarge
 from shelfmark.circulation.models import CirculationRule, Fee, Loan, Payment
+from shelfmark.db import flush_or_raise
 from shelfmark.errors import Conflict, Forbidden
 from shelfmark.notices import service as notices
 from shelfmark.patrons import service as patrons_service
@@ -103,11 +103,7 @@ async def charge(
     )  # fmt: skip
     fee.payments = []
     session.add(fee)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"This {kind} fee has already been charged.") from exc
+    await flush_or_raise(session, Conflict(f"This {kind} fee has already been charged."))
     await notices.announce(
         session, kind="fee-charged", patron_id=patron_id, object_id=fee.id, now=now
     )

@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import ColumnElement, and_, bindparam, exists, func, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, joinedload
 from sqlalchemy.orm.interfaces import ORMOption
@@ -44,6 +43,7 @@ from shelfmark.circulation.errors import (
 from shelfmark.circulation.models import ACTIVE_HOLD_STATUSES, TRAPPED_HOLD_STATUSES, Hold, Loan
 from shelfmark.circulation.schemas import HoldCreate
 from shelfmark.circulation.standing import check_override_allowed, enforce, patron_refusals
+from shelfmark.db import flush_or_raise
 from shelfmark.errors import Forbidden
 from shelfmark.notices import service as notices
 from shelfmark.patrons import service as patrons_service
@@ -239,11 +239,7 @@ async def place_hold(
     )  # fmt: skip
     hold.patron, hold.pickup_branch = patron, pickup
     session.add(hold)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        raise DuplicateHold("The patron already has a hold on this title.") from exc
+    await flush_or_raise(session, DuplicateHold("The patron already has a hold on this title."))
     changes: dict[str, object] = {
         "bib_id": bib_id, "item_id": hold.item_id, "patron_card": patron.card_number,
         "pickup": pickup.code,

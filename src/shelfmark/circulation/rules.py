@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, bindparam, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.interfaces import ORMOption
@@ -33,6 +32,7 @@ from shelfmark.catalog import service as catalog_service
 from shelfmark.circulation.errors import DefaultRuleProtected, RuleNotFound, RuleScopeTaken
 from shelfmark.circulation.models import CirculationRule
 from shelfmark.circulation.schemas import RuleCreate, RuleUpdate
+from shelfmark.db import flush_or_raise
 from shelfmark.errors import InternalError
 from shelfmark.patrons import service as patrons_service
 
@@ -201,11 +201,7 @@ async def create_rule(
     )
     rule.branch, rule.patron_category = branch, category
     session.add(rule)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        raise _scope_taken() from exc
+    await flush_or_raise(session, _scope_taken())
     await audit.record(
         session, actor=actor, action="rule.create", object_type="circulation_rule",
         object_id=rule.id, changes=data.model_dump(), now=now,
