@@ -20,6 +20,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from shelfmark.db import after_commit
 
@@ -135,7 +136,7 @@ def create_cache(redis_url: str | None) -> Cache:
     return RedisCache(redis_url) if redis_url else MemoryCache()
 
 
-def invalidate(session: AsyncSession, keys: Iterable[str]) -> None:
+def invalidate(session: AsyncSession | Session, keys: Iterable[str]) -> None:
     """Make cached values of `keys` unreachable once the session's transaction commits.
 
     The session's factory carries the cache in `info` (see `create_sessionmaker`); a
@@ -145,6 +146,14 @@ def invalidate(session: AsyncSession, keys: Iterable[str]) -> None:
     wanted = tuple(keys)
     if cache is not None and wanted:
         after_commit(session, lambda: cache.bump(*wanted))
+
+
+# Versions that every cached search page is read under (see `search.service.cached_search`):
+# the catalog's (bibs, and copies other than their circulation status) and the copies'
+# statuses (bumped by every checkout and checkin; only searches filtered on availability
+# depend on it, the others refresh the availability of their page's bibs on every read).
+SEARCH_CATALOG_KEY = "search:catalog"
+SEARCH_AVAILABILITY_KEY = "search:availability"
 
 
 def bib_key(bib_id: int) -> str:

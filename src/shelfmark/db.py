@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeDecorator
@@ -191,7 +191,7 @@ async def flush_or_raise(session: AsyncSession, error: Exception) -> None:
 AfterCommit = Callable[[], Awaitable[None] | None]
 
 
-def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+def after_commit(session: AsyncSession | Session, callback: AfterCommit) -> None:
     """Run `callback` once the session's transaction has committed; never if it rolls back.
 
     Work for other processes (Celery tasks, live events) goes through here, so that a refused

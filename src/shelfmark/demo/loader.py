@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shelfmark.auth import service as auth_service
 from shelfmark.auth.roles import SYSTEM, Role
+from shelfmark.cache import SEARCH_CATALOG_KEY, invalidate
 from shelfmark.catalog import service as catalog_service
 from shelfmark.catalog.models import Bib, Branch, Item
 from shelfmark.catalog.schemas import BranchCreate
@@ -79,3 +80,4 @@ async def _spread_copies(session: AsyncSession) -> None:
     ]  # fmt: skip
     if rows:
         await session.execute(insert(Item), rows)
+        invalidate(session, [SEARCH_CATALOG_KEY])  # Core rows: the ORM's flush hook sees none

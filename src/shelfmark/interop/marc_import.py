@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shelfmark.audit import service as audit
 from shelfmark.auth.roles import Actor, require_staff
-from shelfmark.cache import bib_key, invalidate
+from shelfmark.cache import SEARCH_CATALOG_KEY, bib_key, invalidate
 from shelfmark.catalog.models import Bib, BibIsbn, Branch, Item
 from shelfmark.catalog.service import require_branch_by_code
 from shelfmark.db import session_scope, utcnow
@@ -284,6 +284,7 @@ async def _insert_items(
         })  # fmt: skip
     if rows:
         await session.execute(insert(_ITEMS), rows)
+        invalidate(session, [SEARCH_CATALOG_KEY])  # Core rows: the ORM's flush hook sees none
         summary.items_created += len(rows)
 
 

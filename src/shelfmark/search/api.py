@@ -1,4 +1,4 @@
-"""Search route: public, read-only, one service call."""
+"""Search route: public, read-only, one service call (through the cache)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ async def search(
         material_type=material_type, language=language, year_from=year_from, year_to=year_to,
         subject=subject, branch=branch, available=available,
     )  # fmt: skip
-    page = await service.search(session, q=q, filters=filters, limit=limit, cursor=cursor)
-    # Serialized here, once: returning the model would have FastAPI validate it again.
-    return Response(page.model_dump_json(), media_type="application/json")
+    body = await service.cached_search(
+        session, request.app.state.cache, q=q, filters=filters, limit=limit, cursor=cursor
+    )
+    # Sent as it is: returning a model would have FastAPI validate it again.
+    return Response(body, media_type="application/json")

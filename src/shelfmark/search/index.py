@@ -3,6 +3,10 @@
 Writers call `index_bibs` after their rows are flushed; whatever they changed is indexed in
 a few batched statements whether they wrote one bib or a batch of 500. A deleted bib takes
 its index rows with it (ON DELETE CASCADE, and on SQLite the FTS triggers of the cascade).
+
+Cached search pages (`search.service.cached_search`) are read under versions that are bumped
+once a write commits: here for every bib indexed, and by `_catalog_changed` for every bib
+or copy added, removed or changed through the ORM, whichever code path did it.
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select, text
+from sqlalchemy import Table, delete, event, insert, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, UOWTransaction
 
-from shelfmark.catalog.models import Bib
+from shelfmark.cache import SEARCH_AVAILABILITY_KEY, SEARCH_CATALOG_KEY, invalidate
+from shelfmark.catalog.models import Bib, Item
 from shelfmark.search.models import BibSearch, BibSearchSubject, bib_search_terms
 from shelfmark.search.text import IndexRow, index_row, index_terms
 
@@ -30,6 +36,7 @@ async def index_bibs(session: AsyncSession, bib_ids: Collection[int]) -> None:
     longer exist are dropped."""
     if not bib_ids:
         return
+    invalidate(session, [SEARCH_CATALOG_KEY])
     ids = sorted(set(bib_ids))
     rows = (await session.execute(select(*_SOURCE).where(Bib.id.in_(ids)))).mappings().all()
     await session.execute(delete(BibSearch).where(BibSearch.bib_id.in_(ids)))
@@ -44,6 +51,7 @@ async def _insert(session: AsyncSession, rows: Sequence[Mapping[Any, Any]]) -> N
 async def index_prepared(session: AsyncSession, rows: Sequence[tuple[int, IndexRow]]) -> None:
     """Write the index rows of new bibs whose `index_row` was made beforehand (the MARC
     import makes them in its reader process)."""
+    invalidate(session, [SEARCH_CATALOG_KEY])
     documents: list[dict[str, Any]] = []
     subjects: list[dict[str, Any]] = []
     terms: set[str] = set()
@@ -77,6 +85,7 @@ async def _remember_terms(session: AsyncSession, terms: set[str]) -> None:
 async def reindex_all(session: AsyncSession, *, batch_size: int = REINDEX_BATCH) -> int:
     """Rebuild the whole index from the catalog in the session's transaction (readers see
     the old index until it commits). Returns the number of bibs indexed."""
+    invalidate(session, [SEARCH_CATALOG_KEY])
     await session.execute(delete(bib_search_terms))
     await session.execute(delete(BibSearchSubject))
     await session.execute(delete(BibSearch))
@@ -94,3 +103,40 @@ async def reindex_all(session: AsyncSession, *, batch_size: int = REINDEX_BATCH)
         # file, a bug) is made whole again and not only appended to.
         await session.execute(text("INSERT INTO bib_fts(bib_fts) VALUES ('rebuild')"))
     return count
+
+
+# Statuses a copy moves between as it circulates; it is held (and counted in the branch
+# facet) in each of them, so a move between two of them changes only availability.
+_CIRCULATING = frozenset({"available", "on_loan", "on_hold_shelf", "in_transit"})
+
+
+@event.listens_for(Session, "after_flush")
+def _catalog_changed(session: Session, context: UOWTransaction) -> None:
+    """Cached search pages go stale once a flushed change to a bib or a copy commits. A bib
+    added, changed or deleted bumps the catalog's version; for a copy, a checkout or
+    checkin (its status, between circulating statuses) bumps the availability version only,
+    anything else about a copy (added, removed, moved, lost, withdrawn) the catalog's too.
+    The flush's own lists and attribute histories still hold what it wrote."""
+    keys: set[str] = set()
+    for obj in (*session.new, *session.deleted):
+        if isinstance(obj, Item):
+            keys |= {SEARCH_CATALOG_KEY, SEARCH_AVAILABILITY_KEY}
+        elif isinstance(obj, Bib):
+            keys.add(SEARCH_CATALOG_KEY)  # a deleted bib's index rows go by cascade
+    for obj in session.dirty:
+        if isinstance(obj, Bib):
+            keys.add(SEARCH_CATALOG_KEY)
+        if not isinstance(obj, Item):
+            continue
+        state = inspect(obj)
+        changed = {attr.key for attr in state.attrs if attr.history.has_changes()}
+        status = state.attrs.status.history
+        if "status" in changed:
+            keys.add(SEARCH_AVAILABILITY_KEY)
+            moved = {*status.deleted, *status.added}
+            if not moved <= _CIRCULATING:
+                keys.add(SEARCH_CATALOG_KEY)
+        if changed & {"bib_id", "branch_id"}:
+            keys |= {SEARCH_CATALOG_KEY, SEARCH_AVAILABILITY_KEY}
+    if keys:
+        invalidate(session, sorted(keys))

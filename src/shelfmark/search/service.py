@@ -20,13 +20,16 @@ lists bibs by id.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass, fields
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shelfmark.cache import SEARCH_AVAILABILITY_KEY, SEARCH_CATALOG_KEY, Cache
 from shelfmark.db import fetch_mappings
 from shelfmark.errors import InvalidInput
 from shelfmark.pagination import decode_cursor, encode_cursor
@@ -38,7 +41,7 @@ from shelfmark.search.schemas import (
     SearchHit,
     SearchPage,
 )
-from shelfmark.search.statements import FACETS, ISBN, Shape, search_statement
+from shelfmark.search.statements import AVAILABILITY, FACETS, ISBN, Shape, search_statement
 from shelfmark.search.text import ParsedQuery, fold, parse_query
 
 DEFAULT_LIMIT = 20
@@ -125,6 +128,87 @@ async def search(
             if any(row["kind"] == "hit" for row in rows):
                 break
     return _page(rows, limit, stage, fingerprint)
+
+
+async def cached_search(
+    session: AsyncSession,
+    cache: Cache,
+    *,
+    q: str | None,
+    filters: SearchFilters,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> bytes:
+    """`search` through the cache, as the page's JSON: read from the cache while the catalog
+    has not changed.
+
+    A page is cached under the version of the catalog (bumped once a write to a bib or a
+    copy commits, see `search.index`) and, when the search filters on availability, of
+    the copies' statuses (bumped by every checkout and checkin). A page read from the cache
+    gets its copies' availability afresh (one indexed statement for the page's bibs), so a
+    checkout never leaves a cached page showing a copy on the shelf; a broad search, whose
+    facets count over many thousands of bibs, is then paid for once per catalog change
+    rather than once per reader. A failing cache (version -1) is bypassed.
+    """
+    versions = [await cache.version(SEARCH_CATALOG_KEY)]
+    if filters.available:
+        versions.append(await cache.version(SEARCH_AVAILABILITY_KEY))
+    search_args: dict[str, Any] = {"q": q, "filters": filters, "limit": limit, "cursor": cursor}
+    if -1 in versions:
+        return (await search(session, **search_args)).model_dump_json().encode()
+    text = repr((q or "", astuple(filters), limit, cursor))
+    digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    key = f"search:{digest}@{'.'.join(map(str, versions))}"
+    body = await cache.get(key)
+    if body is None:
+        filling = _FILLING.get(key)
+        if filling is not None:  # the same page is being searched: share its answer
+            body = await asyncio.shield(filling)
+            if body is not None:
+                return body
+        return await _fill(session, cache, key, **search_args)
+    # The page as stored (it was checked when made), with its availability read afresh.
+    page = orjson.loads(body)
+    if page["items"]:
+        copies = await availability(session, [hit["id"] for hit in page["items"]])
+        for hit in page["items"]:
+            hit["availability"] = copies.get(hit["id"], [])
+    return orjson.dumps(page)
+
+
+# Pages being searched by this process, by versioned key: when a popular page is missing
+# (a new catalog version, an expired entry), the requests that want it meanwhile wait for
+# the one search rather than each running it (which, for a broad search, would pile up
+# seconds of database work at once). A waiter whose search failed searches for itself.
+_FILLING: dict[str, asyncio.Future[bytes | None]] = {}
+
+
+async def _fill(session: AsyncSession, cache: Cache, key: str, **search_args: Any) -> bytes:
+    filling: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+    _FILLING[key] = filling
+    body = None
+    try:
+        body = (await search(session, **search_args)).model_dump_json().encode()
+        await cache.set(key, body)
+        return body
+    finally:
+        filling.set_result(body)
+        if _FILLING.get(key) is filling:
+            del _FILLING[key]
+
+
+async def availability(
+    session: AsyncSession, bib_ids: Sequence[int]
+) -> dict[int, list[dict[str, Any]]]:
+    """Copies held and available per branch (`BranchAvailability` fields) for each of
+    `bib_ids`."""
+    statement = AVAILABILITY[session.get_bind().dialect.name]
+    copies: dict[int, list[dict[str, Any]]] = {}
+    for row in await fetch_mappings(session, statement, {"ids": list(bib_ids)}):
+        copies.setdefault(row["bib_id"], []).append(
+            {"branch": row["code"], "available": row["available"], "total": row["total"]}
+        )
+    return copies
 
 
 def _page(

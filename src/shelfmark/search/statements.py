@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -39,6 +40,7 @@ from sqlalchemy import (
     select,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from shelfmark.catalog.models import Bib, BibIsbn, Branch, Item
 from shelfmark.db import JSONType
@@ -213,6 +215,26 @@ def _copy_rows(top: Any) -> AnySelect:
         .where(_HELD)
         .group_by(Item.bib_id, Branch.code)
     )
+
+
+def _availability(ids: ColumnElement[bool]) -> AnySelect:
+    available = func.sum(case((_AVAILABLE, _sql("1")), else_=_sql("0"))).label("available")
+    return (
+        select(Item.bib_id, Branch.code, func.count().label("total"), available)
+        .join(Branch, Branch.id == Item.branch_id)
+        .where(ids, _HELD)
+        .group_by(Item.bib_id, Branch.code)
+        .order_by(Item.bib_id, Branch.code)
+    )
+
+
+# Copies held and available per branch for the bibs `ids` (a cached page's availability,
+# read afresh). One statement per dialect: PostgreSQL binds the ids as one array, so that
+# the SQL never changes; SQLite expands a list.
+AVAILABILITY: dict[str, AnySelect] = {
+    "postgresql": _availability(Item.bib_id == any_(bindparam("ids", type_=ARRAY(BigInteger)))),
+    "sqlite": _availability(Item.bib_id.in_(bindparam("ids", expanding=True))),
+}
 
 
 def _facet_rows(match: Match | None, shape: Shape) -> list[AnySelect]:

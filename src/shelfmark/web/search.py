@@ -13,6 +13,7 @@ from shelfmark import ratelimit
 from shelfmark.deps import ReadSessionDep
 from shelfmark.errors import InvalidInput
 from shelfmark.search import service as search_service
+from shelfmark.search.schemas import SearchPage
 from shelfmark.web.session import WebActorDep
 from shelfmark.web.templating import render
 
@@ -51,9 +52,11 @@ async def results(
     )  # fmt: skip
     context: dict[str, object] = {"q": q or "", "chosen": chosen, "labels": FACET_LABELS}
     try:
-        page = await search_service.search(
-            session, q=q, filters=filters, limit=PAGE_SIZE, cursor=cursor
-        )
+        body = await search_service.cached_search(
+            session, request.app.state.cache, q=q, filters=filters, limit=PAGE_SIZE,
+            cursor=cursor,
+        )  # fmt: skip
+        page = SearchPage.model_validate_json(body)
     except InvalidInput as error:
         context |= {"error": error.detail, "page": None}
         blank = not (q or "").strip()  # an empty search box is not an error, only a hint
