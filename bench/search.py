@@ -219,7 +219,8 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
 
-    print(f"file: {args.file.name}; server: {args.server}, 1 process; wrk -t1 "
+    source = "the database of the last run" if args.reuse else args.file.name
+    print(f"file: {source}; server: {args.server}, 1 process; wrk -t1 "
           f"-c{args.connections}")  # fmt: skip
     header = (f"{'database':10} {'requests':26} {'req/s':>8} {'ratio':>7} {'p50 ms':>8} "
               f"{'p95 ms':>8} {'p99 ms':>8} {'p95/p50':>8} {'errors':>6}")  # fmt: skip
