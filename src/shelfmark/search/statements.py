@@ -15,6 +15,7 @@ the matched ids; "copies": copies held and available per branch for each bib of 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -41,6 +42,9 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.selectable import Join
 
 from shelfmark.catalog.models import Bib, BibIsbn, Branch, Item
 from shelfmark.db import JSONType
@@ -260,7 +264,7 @@ def _facet_rows(match: Match | None, shape: Shape) -> list[AnySelect]:
     ):
         arm = select(_facet(name), value, count).where(value.is_not(None))
         arms.append(_top(arm.group_by(value)))
-    subjects = m.join(BibSearchSubject, BibSearchSubject.bib_id == m.c.bib_id)
+    subjects = DrivenBy(m, BibSearchSubject, BibSearchSubject.bib_id == m.c.bib_id)
     heading = func.min(BibSearchSubject.heading)
     arms.append(
         _top(
@@ -285,6 +289,33 @@ def _facet_rows(match: Match | None, shape: Shape) -> list[AnySelect]:
         facet, value, total = sub.c
         rows.append(select(*_row("facet", facet=facet, value=value, count=total)))
     return rows
+
+
+class DrivenBy(Join):
+    """An inner join whose left side is the outer loop, whatever the planner estimates.
+
+    SQLite knows nothing of a materialised CTE's size: for the subject facet it chose to scan
+    every heading in key order (to group without sorting) and look each up in the matched
+    bibs, 37 ms on 250,000 bibs for an ISBN search that matched one, against 0.4 ms the
+    other way round. CROSS JOIN is how SQLite is told the order; PostgreSQL plans this join
+    well and gets an ordinary JOIN.
+    """
+
+    inherit_cache = True
+
+
+@compiles(DrivenBy, "sqlite")
+def _cross_join(join: DrivenBy, compiler: SQLCompiler, **kw: Any) -> str:
+    kw.pop("asfrom", None)
+    from_linter = kw.get("from_linter")
+    if from_linter is not None:  # the join connects its sides (no cartesian warning)
+        from_linter.edges.update(
+            itertools.product(join.left._from_objects, join.right._from_objects)
+        )
+    left = join.left._compiler_dispatch(compiler, asfrom=True, **kw)
+    right = join.right._compiler_dispatch(compiler, asfrom=True, **kw)
+    assert join.onclause is not None
+    return f"{left} CROSS JOIN {right} ON {join.onclause._compiler_dispatch(compiler, **kw)}"
 
 
 def _facet(name: str) -> ColumnElement[Any]:
