@@ -215,7 +215,7 @@ def main() -> None:
     parser.add_argument("--server", default="granian")
     parser.add_argument(
         "--reuse", action="store_true",
-        help="PostgreSQL: search the database the last run loaded, without importing again",
+        help="search the database the last run loaded, without importing again",
     )  # fmt: skip
     args = parser.parse_args()
 
@@ -229,6 +229,10 @@ def main() -> None:
         if args.reuse and database == "postgresql":
             url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
             url += "/shelfmark_bench_search"
+            created = 0
+        elif args.reuse:  # the newest SQLite file an earlier run left
+            earlier = Path(tempfile.gettempdir()).glob("shelfmark-bench-search-*/bench.db")
+            url = f"sqlite+aiosqlite:///{max(earlier, key=lambda p: p.stat().st_mtime)}"
             created = 0
         else:
             url = bench_database(database, name="shelfmark_bench_search", home=home)
