@@ -55,13 +55,14 @@ class Settings(BaseSettings):
     access_log: bool = Field(default=False, description="Log every HTTP request")
     secure_cookies: bool = Field(default=False, description="Send cookies over HTTPS only")
     access_token_minutes: int = 60 * 12
-    # Connections kept open per process. Size it to the requests one process has in flight
-    # at its busiest: past it, each extra request opens a connection of the overflow and
-    # closes it on return, and a new PostgreSQL connection costs milliseconds of setup. With
-    # 10, sixteen concurrent cached searches (bench/search.py) had p99 ~90 ms for a p50 of
-    # 12 ms; with 24, p99 52 ms and 26 % more requests/s.
-    db_pool_size: int = 20
-    db_max_overflow: int = 10
+    # Connections kept open per process (opened as needed, so an idle library holds few).
+    # Size it to the requests one process has in flight at its busiest: past it, each extra
+    # request opens an overflow connection and closes it on return, and a new PostgreSQL
+    # connection costs milliseconds of setup. With 10, sixteen concurrent cached searches
+    # (bench/search.py) had p99 ~90 ms for a p50 of 12 ms; with 24, p99 52 ms and 26 % more
+    # requests/s. Waiting for a pooled connection instead (no overflow) was worse still.
+    db_pool_size: int = 32
+    db_max_overflow: int = 8
     db_echo: bool = False
     # Background jobs. A running job reports progress at least this often; one silent for
     # longer is presumed dead (its worker was killed) and is queued again by the sweep.
