@@ -122,8 +122,8 @@ def wrk(
         command[1:1] = ["-s", str(script)]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rps_match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50_match = re.search(r"50%\s+(\S+)", out)
-    p99_match = re.search(r"99%\s+(\S+)", out)
+    p50_match = re.search(r"^\s*50%\s+(\S+)", out, re.MULTILINE)
+    p99_match = re.search(r"^\s*99%\s+(\S+)", out, re.MULTILINE)
     if not (rps_match and p50_match and p99_match):
         print(f"wrk printed no figures for {url}:\n{out}", file=sys.stderr)
         return WrkResult(float("nan"), float("nan"), float("nan"), -1)
