@@ -2,6 +2,7 @@
 and the time one event takes to reach all of them.
 
     .venv/bin/python bench/events.py [--clients 10000] [--events 20] [--server granian]
+                                     [--port 8768]
 
 Serves Shelfmark (one process, `--no-worker`) on a fresh PostgreSQL database seeded with a
 branch, a patron, a librarian and one copy per event. Opens `--clients` connections to
@@ -48,7 +49,7 @@ from shelfmark.patrons.schemas import CategoryCreate, PatronCreate
 from shelfmark.settings import Settings
 
 DATABASE = "shelfmark_bench_events"
-PORT = 8766
+PORT = 8768  # bench/search.py serves on 8766: the two can run at once
 BRANCH = "BENCH"
 CARD = "P0001"
 USERNAME, PASSWORD = "bench-librarian", "bench librarian password"
@@ -155,11 +156,11 @@ class SseClient(asyncio.Protocol):
 
 
 async def connect_all(
-    count: int, token: str, deliveries: Deliveries
+    count: int, token: str, deliveries: Deliveries, port: int
 ) -> tuple[list[SseClient], float]:
     loop = asyncio.get_running_loop()
     request = (
-        f"GET /api/v1/events?branch={BRANCH} HTTP/1.1\r\nHost: 127.0.0.1:{PORT}\r\n"
+        f"GET /api/v1/events?branch={BRANCH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
     ).encode()
     clients: list[SseClient] = []
@@ -167,7 +168,7 @@ async def connect_all(
     for first in range(0, count, CONNECT_BATCH):
         batch = [SseClient(request, deliveries) for _ in range(min(CONNECT_BATCH, count - first))]
         await asyncio.gather(
-            *(loop.create_connection(lambda c=c: c, "127.0.0.1", PORT) for c in batch)
+            *(loop.create_connection(lambda c=c: c, "127.0.0.1", port) for c in batch)
         )
         try:
             await asyncio.wait_for(asyncio.gather(*(c.ready for c in batch)), CONNECT_TIMEOUT)
@@ -226,7 +227,7 @@ def percentile(ordered: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
-async def measure(base: str, clients_wanted: int, events: int) -> dict[str, Any]:
+async def measure(base: str, clients_wanted: int, events: int, port: int) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
         login = await http.post(
             "/api/v1/auth/token", data={"username": USERNAME, "password": PASSWORD}
@@ -244,7 +245,7 @@ async def measure(base: str, clients_wanted: int, events: int) -> dict[str, Any]
 
         # Warm up: the stream's code paths and a checkout, with one client that then leaves.
         warm = Deliveries(clients=1)
-        (client,), _ = await connect_all(1, token, warm)
+        (client,), _ = await connect_all(1, token, warm, port)
         warm.expect()
         await checkout(events)
         await asyncio.wait_for(warm.complete.wait(), EVENT_TIMEOUT)
@@ -253,7 +254,7 @@ async def measure(base: str, clients_wanted: int, events: int) -> dict[str, Any]
 
         before = await settled_rss()
         deliveries = Deliveries(clients=clients_wanted)
-        clients, connect_seconds = await connect_all(clients_wanted, token, deliveries)
+        clients, connect_seconds = await connect_all(clients_wanted, token, deliveries, port)
         after = await settled_rss()
 
         lost = 0
@@ -305,6 +306,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=20)
     parser.add_argument("--server", default="granian", choices=["granian", "uvicorn"])
+    parser.add_argument("--port", type=int, default=PORT)
     args = parser.parse_args()
 
     limit = raise_fd_limit()  # the server inherits it
@@ -316,8 +318,8 @@ def main() -> None:
         Settings(shelfmark_home=home, database_url=url, secret_key="unused-by-the-seed")
     )
     asyncio.run(seed(engine, args.events))
-    with served(url, server=args.server, port=PORT, home=home) as base:
-        result = asyncio.run(measure(base, args.clients, args.events))
+    with served(url, server=args.server, port=args.port, home=home) as base:
+        result = asyncio.run(measure(base, args.clients, args.events, args.port))
 
     print(f"server: {args.server}, one process; {result['clients']} SSE clients connected in "
           f"{result['connect_seconds']:.1f} s")  # fmt: skip

@@ -24,6 +24,7 @@ from shelfmark.health import router as health_router
 from shelfmark.idempotency import IdempotencyMiddleware
 from shelfmark.interop.api import router as marc_router
 from shelfmark.jobs.api import router as jobs_router
+from shelfmark.live.api import EVENTS_PATH, EventStreamHandoff
 from shelfmark.live.api import router as live_router
 from shelfmark.live.hub import LiveEvents
 from shelfmark.logging import AccessLogMiddleware, configure_logging
@@ -122,14 +123,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(AccessLogMiddleware)
     app.add_middleware(
         MetricsMiddleware, metrics=app.state.metrics, prefixes=(API_PREFIX,)
-    )  # outermost: sees all
+    )  # sees every request (the web's session and headers middleware wrap it)
     install_handlers(app)
-    install_docs(app)
-    install_web(app, settings)
-    install_admin(app)
-    app.include_router(health_router)
+    # Routes are matched in order, one pattern after another: the API's (the busiest) first.
     # Included one by one rather than through a parent router: each level of nesting costs
     # route matching time on every request.
+    app.include_router(health_router)
     for router in API_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    install_docs(app)
+    install_web(app, settings)
+    # Added last, so outermost: an event stream's handshake goes through every middleware
+    # above, then the stream leaves them (see EventStreamHandoff).
+    app.add_middleware(EventStreamHandoff, path=API_PREFIX + EVENTS_PATH)
+    install_admin(app)
     return app
