@@ -95,14 +95,17 @@ def _serve(
     open_files = _raise_open_files_limit()
     if server is Server.GRANIAN:
         from granian import Granian  # noqa: PLC0415 - only the chosen server is loaded
-        from granian.constants import Interfaces  # noqa: PLC0415
+        from granian.constants import HTTPModes, Interfaces  # noqa: PLC0415
 
         # backpressure: requests served at once per worker, 1024 by default, which would
         # also cap the live event streams (each an open request); the open files bound them.
+        # HTTP/1.1 only: "auto" (which also takes HTTP/2 without TLS, a thing browsers never
+        # speak) cost 32.4 KiB per open event stream, HTTP/1.1 20.6 KiB (bench/events.py,
+        # 10,000 streams). TLS and HTTP/2 end at the proxy in front.
         Granian(
             "shelfmark.asgi:app", address=host, port=port, interface=Interfaces.ASGI,
             workers=workers, reload=reload, log_access=False, log_dictconfig=log_config,
-            backpressure=open_files,
+            backpressure=open_files, http=HTTPModes.http1,
         ).serve()  # fmt: skip
     else:
         import uvicorn  # noqa: PLC0415
