@@ -9,6 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import Message, Receive, Scope, Send
 
 from conftest import unreachable
 from factories import auth, make_bib, make_item, make_user
@@ -143,3 +144,34 @@ class TestVersions:
         assert await broken.version("k") == -1
         await broken.set("k@-1", b"v")  # ignored, no error
         await broken.bump("k")  # logged, no error
+
+
+class TestCommittedBeforeTheResponse:
+    async def test_an_edit_is_committed_and_invalidated_before_its_answer_starts(
+        self, app: FastAPI, session: AsyncSession
+    ) -> None:
+        """A client that reads again the moment its write is answered (through another
+        replica, say) must see the write: the transaction commits, and the cache hears of
+        it, before the first byte of the response."""
+        librarian = await make_user(session, Role.LIBRARIAN)
+        bib = await make_bib(session, title="Before")
+        await session.commit()
+        cache: Cache = app.state.cache
+        versions_at_start: list[int] = []
+
+        async def watched(scope: Scope, receive: Receive, send: Send) -> None:
+            async def watching(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    versions_at_start.append(await cache.version(bib_key(bib.id)))
+                await send(message)
+
+            await app(scope, receive, watching)
+
+        transport = httpx.ASGITransport(app=watched)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            before = await cache.version(bib_key(bib.id))
+            patched = await client.patch(
+                f"/api/v1/bibs/{bib.id}", json={"title": "After"}, headers=auth(librarian)
+            )
+        assert patched.status_code == 200, patched.text
+        assert versions_at_start == [before + 1]

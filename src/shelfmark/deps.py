@@ -36,8 +36,13 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
-ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
+# scope="function": the transaction commits (and its after-commit work runs: cache
+# invalidation, live events, queued jobs) before the response is sent. With FastAPI's default
+# ("request") the 201 went out first: a client that read again at once, through another
+# replica, could miss what it had just written, or see a cached copy not yet invalidated;
+# and a commit that then failed had already been answered with success.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
