@@ -7,11 +7,12 @@ access log both build on it.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class ObservedRequests:
+class ObservedRequests(ABC):
     """Runs the app, then `observe(scope, status, seconds)` once per HTTP request (status
     500 if the app raised before it answered)."""
 
@@ -36,5 +37,6 @@ class ObservedRequests:
         finally:
             self.observe(scope, status, time.perf_counter() - start)
 
+    @abstractmethod
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
-        raise NotImplementedError
+        """What to do with one request's status and duration (metrics, a log record)."""

@@ -17,16 +17,6 @@ from shelfmark.patrons.models import Patron, PatronCategory
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def _postgres_only(request: pytest.FixtureRequest) -> None:
-    """`@pytest.mark.postgres_only` tests (the races) skip on the SQLite leg."""
-    if request.node.get_closest_marker("postgres_only") is None:
-        return
-    url: str = request.getfixturevalue("database_url")
-    if not url.startswith("postgresql"):
-        pytest.skip("runs only on the PostgreSQL leg")
-
-
 @dataclass
 class Desk:
     branch: Branch

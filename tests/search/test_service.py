@@ -94,11 +94,8 @@ class TestRelevance:
         assert (page.items, page.total, page.next_cursor) == ([], 0, None)
         assert page.facets.language == []
 
-    async def test_trigram_fallback_on_postgresql(
-        self, session: AsyncSession, dialect: str
-    ) -> None:
-        if dialect != "postgresql":
-            pytest.skip("pg_trgm similarity is the PostgreSQL backend's last stage")
+    @pytest.mark.postgres_only  # pg_trgm similarity is the PostgreSQL backend's last stage
+    async def test_trigram_fallback_on_postgresql(self, session: AsyncSession) -> None:
         bib = await make_bib(session, title="The left hand of zorblaxia")
         # run-together words: no single-word edit mends "lefthand"
         assert ids(await search(session, "lefthand of zorblaxia")) == [bib.id]
