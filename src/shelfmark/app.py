@@ -17,7 +17,7 @@ from shelfmark.cache import create_cache
 from shelfmark.catalog.api import router as catalog_router
 from shelfmark.circulation.api import router as circulation_router
 from shelfmark.circulation.rules_api import router as rules_router
-from shelfmark.db import create_engine, create_read_sessionmaker, create_sessionmaker
+from shelfmark.db import PoolReads, create_engine, create_read_sessionmaker, create_sessionmaker
 from shelfmark.docs import install_docs
 from shelfmark.errors import install_handlers
 from shelfmark.health import router as health_router
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 app.state.engine, info={CACHE_KEY: app.state.cache}
             )
             app.state.read_sessionmaker = create_read_sessionmaker(app.state.engine)
+            app.state.reads = PoolReads(app.state.engine)
             bind_admin(app, app.state.engine)
             settle_memory()
         await app.state.live.start()
@@ -103,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.rate_counter.close()
             if owns_engine:
                 await app.state.engine.dispose()
-                app.state.engine = None
+                app.state.engine = app.state.reads = None
 
     app = FastAPI(
         title="Shelfmark",

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfmark.auth import service as auth_service
 from shelfmark.auth.roles import Actor
-from shelfmark.db import session_scope
+from shelfmark.db import Reads, SessionReads, session_scope
 from shelfmark.errors import Unauthenticated
 from shelfmark.settings import Settings
 
@@ -34,6 +34,13 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session for handlers that only read (see `create_read_sessionmaker`)."""
     async with request.app.state.read_sessionmaker() as session:
         yield session
+
+
+def reads_of(request: Request) -> Reads:
+    """The app's hot reads (`Reads`): the pool's when it serves; when a caller put its own
+    sessions on the app (the tests, bound to their connection), reads through those."""
+    reads: Reads | None = getattr(request.app.state, "reads", None)
+    return reads if reads is not None else SessionReads(request.app.state.read_sessionmaker)
 
 
 # scope="function": the transaction commits (and its after-commit work runs: cache

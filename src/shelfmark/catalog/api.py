@@ -23,7 +23,7 @@ from shelfmark.catalog.schemas import (
     ItemUpdate,
     MaterialType,
 )
-from shelfmark.deps import ActorDep, ReadSessionDep, SessionDep
+from shelfmark.deps import ActorDep, ReadSessionDep, SessionDep, reads_of
 from shelfmark.deps import PathId as Id
 from shelfmark.pagination import (
     Page,
@@ -104,14 +104,13 @@ class BibQuery(BaseModel):
 
 @router.get("/bibs", response_model=Page[BibRead])
 async def list_bibs(
-    session: ReadSessionDep,
-    page: PageDep,
-    query: Annotated[BibQuery, Query()],
+    request: Request, page: PageDep, query: Annotated[BibQuery, Query()]
 ) -> Response:
     filters = service.BibFilters(**query.model_dump())
     rows = await service.list_bibs(
-        session, filters=filters, limit=page.limit, after_id=decode_int_cursor(page.cursor)
-    )
+        reads_of(request), filters=filters, limit=page.limit,
+        after_id=decode_int_cursor(page.cursor),
+    )  # fmt: skip
     # Checked and serialised in one pass, and sent as is: FastAPI would check it again.
     page_of_bibs = _BIB_PAGE.validate_python(
         {"items": [dict(r) for r in rows[: page.limit]],
@@ -135,9 +134,8 @@ async def get_bib(request: Request, bib_id: Id) -> Response:
     cache: Cache = request.app.state.cache
     key, body = await cached(cache, bib_key(bib_id))
     if body is None:
-        # The session is opened only on a miss: a cache hit touches no database at all.
-        async with request.app.state.read_sessionmaker() as session:
-            row = await service.read_bib(session, bib_id)
+        # Read only on a miss: a cache hit touches no database at all.
+        row = await service.read_bib(reads_of(request), bib_id)
         body = BibRead.model_validate(dict(row)).model_dump_json().encode()
         await cache.set(key, body)
     return etagged(request, body)

@@ -1,0 +1,83 @@
+"""Hot reads on the pool's connections (`PoolReads`), as the server runs them.
+
+The rest of the suite reads through the test's own connection (`SessionReads`), so these
+tests use an engine of their own: what matters here is the pool, whose connections must come
+back after every read, and not come back when a read broke them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy import bindparam, column, func, literal_column, select, table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shelfmark.db import PoolReads, create_engine
+from shelfmark.settings import Settings
+
+_VERSION = select(column("version_num")).select_from(table("alembic_version"))
+_PID = select(func.pg_backend_pid().label("pid"))
+_SLEEP = select(func.pg_sleep(bindparam("seconds")).label("slept"))
+
+
+@pytest.fixture
+async def small_engine(settings: Settings, engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """An engine whose pool holds one connection (`engine` has migrated the database)."""
+    small = create_engine(settings, pool_size=1, max_overflow=0, pool_timeout=5)
+    yield small
+    await small.dispose()
+
+
+def checked_out(engine: AsyncEngine) -> int:
+    status = engine.pool.status()  # e.g. "... Current Checked out connections: 0"
+    return int(status.rsplit(":", 1)[1])
+
+
+async def test_a_statement_s_rows_are_read_and_the_connection_returned(
+    small_engine: AsyncEngine,
+) -> None:
+    reads = PoolReads(small_engine)
+    for _ in range(3):  # one connection in the pool: each read must give it back
+        rows = await reads.fetch(_VERSION, {})
+        assert len(rows) == 1
+        assert rows[0]["version_num"]
+    query = select(literal_column("'ok'").label("answer"))
+    assert [dict(row) for row in await reads.rows(query)] == [{"answer": "ok"}]
+    if small_engine.dialect.name == "postgresql":
+        assert checked_out(small_engine) == 0
+
+
+@pytest.mark.postgres_only
+async def test_a_broken_connection_is_dropped_and_the_next_read_gets_a_new_one(
+    small_engine: AsyncEngine, database_url: str
+) -> None:
+    reads = PoolReads(small_engine)
+    pid = (await reads.fetch(_PID, {}))[0]["pid"]
+    admin = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
+    with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+        await reads.fetch(_PID, {})
+    assert checked_out(small_engine) == 0
+    assert (await reads.fetch(_PID, {}))[0]["pid"] != pid
+
+
+@pytest.mark.postgres_only
+async def test_a_cancelled_read_does_not_leave_its_connection_busy(
+    small_engine: AsyncEngine,
+) -> None:
+    reads = PoolReads(small_engine)
+    slow = asyncio.create_task(reads.fetch(_SLEEP, {"seconds": 5}))
+    await asyncio.sleep(0.3)
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    assert checked_out(small_engine) == 0
+    # The pool's only connection is usable at once (not behind the 5 s sleep).
+    rows = await asyncio.wait_for(reads.fetch(_VERSION, {}), timeout=2)
+    assert rows[0]["version_num"]
