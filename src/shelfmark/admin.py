@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from fastapi import FastAPI
+from pydantic import ValidationError as PydanticValidationError
 from sqladmin import Admin, ModelView
 from sqladmin.audit import AuditBackend, AuditEntry
 from sqladmin.authentication import AuthenticationBackend
@@ -20,14 +21,16 @@ from starlette.responses import RedirectResponse, Response
 from wtforms import Form, PasswordField, SelectField
 from wtforms.validators import Length, Optional
 
-from shelfmark.admin_base import IN_USE, ShelfmarkView, choices
+from shelfmark.admin_base import IN_USE, ChangeRefused, ShelfmarkView, choices
 from shelfmark.admin_circulation import CIRCULATION_VIEWS
 from shelfmark.admin_notices import NOTICE_VIEWS
 from shelfmark.audit import service as audit
 from shelfmark.auth.models import User
 from shelfmark.auth.roles import Actor, Role
 from shelfmark.cache import bib_key, invalidate, item_key
+from shelfmark.catalog import service as catalog_service
 from shelfmark.catalog.models import Bib, Branch, Item
+from shelfmark.catalog.schemas import BibUpdate
 from shelfmark.db import session_scope
 from shelfmark.errors import Forbidden
 from shelfmark.search.index import index_bibs
@@ -185,6 +188,28 @@ class CatalogView(ShelfmarkView):
             invalidate(session, self._keys(model, bib_ids))
 
 
+def checked_bib_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The bib fields of an admin form, checked and normalised by the API's own rules
+    (`BibUpdate`: ISBNs as ISBN-13, a contributor's role, no empty subject). A record is
+    sent by the API as it was stored, unchecked (`catalog.api.bib_json`): so every writer
+    checks what it stores, sqladmin's JSON fields as much as the API."""
+    # A text box left empty is a field left empty (NULL), not an empty string.
+    fields = {
+        name: None if isinstance(value, str) and not value.strip() else value
+        for name, value in data.items()
+        if name in BibUpdate.model_fields
+    }
+    try:
+        checked = BibUpdate.model_validate(fields)
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ChangeRefused(f"The record was not saved: {problems}.") from exc
+    return catalog_service.bib_values(checked, partial=True)
+
+
 class BibAdmin(CatalogView, model=Bib):
     column_list: ClassVar = [Bib.id, Bib.title, Bib.publication_year, Bib.language]
     column_searchable_list: ClassVar = [Bib.title, Bib.control_number]
@@ -192,6 +217,22 @@ class BibAdmin(CatalogView, model=Bib):
     column_details_exclude_list: ClassVar = [Bib.marc]
     can_create = False  # cataloguing goes through the API or MARC import (ISBN rules, index)
     icon = "fa-solid fa-book"
+
+    async def on_model_change(
+        self, data: dict[str, Any], model: Any, is_created: bool, request: Request
+    ) -> None:
+        data.update(checked_bib_fields(data))
+        await super().on_model_change(data, model, is_created, request)
+
+    async def after_model_change(
+        self, data: dict[str, Any], model: Any, is_created: bool, request: Request
+    ) -> None:
+        # Its ISBNs may have changed: the lookup the `isbn` filter reads follows.
+        async with session_scope(self._admin_ref.app.state.sessionmaker) as session:
+            await catalog_service.index_isbns(
+                session, await catalog_service.require_bib(session, model.id)
+            )
+        await super().after_model_change(data, model, is_created, request)
 
 
 class ItemAdmin(CatalogView, model=Item):

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
+from pydantic import TypeAdapter
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -10,6 +13,8 @@ from shelfmark.audit.models import AuditEvent
 from shelfmark.auth.models import User
 from shelfmark.auth.roles import Role
 from shelfmark.catalog.models import Item
+from shelfmark.catalog.schemas import BibRead
+from shelfmark.pagination import Page
 
 
 @pytest.fixture
@@ -141,6 +146,45 @@ class TestBibs:
         assert response.status_code == 200
         assert response.json()["title"] == "New"
         assert response.json()["subtitle"] == "keep me"
+
+    async def test_records_are_sent_as_the_schema_renders_them(
+        self, client: httpx.AsyncClient, librarian: User
+    ) -> None:
+        """A bib by id and the pages of bibs are sent as stored (`bib_json`), not through
+        `BibRead`: the bytes must be those `BibRead` would give, field order and all."""
+        bodies = [
+            {"title": "Minimal"},
+            {"title": "Œuvres complètes — « tome 1 »",
+             "subtitle": "漢字 \"quoted\" \\ and\nnewline",
+             "contributors": [{"name": "Éluard, Paul"}, {"name": "Man Ray", "role": "illustrator"}],
+             "isbns": ["0-441-47812-3"], "publisher": "Gallimard", "publication_year": 1968,
+             "edition": "2e éd.", "language": "fre", "subjects": ["Poésie", "Surréalisme"],
+             "series": ["Bibliothèque de la Pléiade"], "description": "x" * 3000,
+             "material_type": "book", "control_number": "ctl-1"},
+        ]  # fmt: skip
+        ids = []
+        for body in bodies:
+            created = await client.post("/api/v1/bibs", json=body, headers=auth(librarian))
+            assert created.status_code == 201, created.text
+            ids.append(created.json()["id"])
+        # A contributor's default role is stored by a partial update as by a create.
+        patched = await client.patch(
+            f"/api/v1/bibs/{ids[0]}", json={"contributors": [{"name": "Solo"}]},
+            headers=auth(librarian),
+        )  # fmt: skip
+        assert patched.json()["contributors"] == [{"name": "Solo", "role": "author"}]
+        for bib_id in ids:
+            for _ in range(2):  # read from the database, then from the cache
+                sent = (await client.get(f"/api/v1/bibs/{bib_id}")).content
+                assert sent == BibRead.model_validate_json(sent).model_dump_json().encode()
+        page = (await client.get("/api/v1/bibs", params={"limit": 1})).content
+        assert page == TypeAdapter(Page[BibRead]).dump_json(
+            TypeAdapter(Page[BibRead]).validate_json(page)
+        )
+        assert json.loads(page)["next_cursor"]
+        filtered = (await client.get("/api/v1/bibs", params={"language": "fre"})).json()
+        assert [bib["id"] for bib in filtered["items"]] == [ids[1]]
+        assert filtered["items"][0]["contributors"][0] == {"name": "Éluard, Paul", "role": "author"}
 
     async def test_missing_bib_is_404_problem(self, client: httpx.AsyncClient) -> None:
         response = await client.get("/api/v1/bibs/999999")

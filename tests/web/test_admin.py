@@ -155,3 +155,34 @@ async def test_catalog_edits_reach_the_search_index_and_the_cache(
 
     await _edit(client, f"/admin/item/edit/{item.id}", status="missing")
     assert (await client.get(item_url)).json()["status"] == "missing"
+
+
+async def test_a_bib_edit_is_checked_by_the_api_s_rules(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """The API sends a record as stored: sqladmin's JSON fields must not store what the API
+    would refuse. A refused edit changes nothing; an accepted one is normalised (ISBN-13,
+    a contributor's default role) and the ISBN lookup follows it."""
+    admin = await make_user(session, Role.ADMIN)
+    bib = await make_bib(session, title="Saxifrage")
+    await session.commit()
+    await log_in(client, admin.username)
+    url = f"/admin/bib/edit/{bib.id}"
+    form = await client.get(url, headers=HTML)
+    parser = _FormValues()
+    parser.feed(form.text)
+
+    refused = await client.post(
+        url, data=parser.values | {"contributors": '[{"role": "author"}]'}, headers=HTML
+    )
+    assert refused.status_code == 400
+    assert "contributors.0.name" in refused.text
+    assert (await client.get(f"/api/v1/bibs/{bib.id}")).json()["contributors"] == []
+
+    changes = {"contributors": '[{"name": "Gray, Asa"}]', "isbns": '["0-441-47812-3"]'}
+    await _edit(client, url, **changes)
+    record = (await client.get(f"/api/v1/bibs/{bib.id}")).json()
+    assert record["contributors"] == [{"name": "Gray, Asa", "role": "author"}]
+    assert record["isbns"] == ["9780441478125"]
+    found = (await client.get("/api/v1/bibs", params={"isbn": "0441478123"})).json()
+    assert [hit["id"] for hit in found["items"]] == [bib.id]

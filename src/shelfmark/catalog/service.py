@@ -34,6 +34,7 @@ from shelfmark.catalog.errors import (
 from shelfmark.catalog.models import Bib, BibIsbn, Branch, Item
 from shelfmark.catalog.schemas import (
     BibCreate,
+    BibRead,
     BibUpdate,
     BranchCreate,
     BranchUpdate,
@@ -138,7 +139,9 @@ class BibFilters:
     control_number: str | None = None
 
 
-_BIB_READ_COLUMNS = [c for c in Bib.__table__.c if c.name not in {"marc", "fingerprint"}]
+# The public fields, in the order of `BibRead`: a row is sent as it is read (see
+# `catalog.api.bib_json`), so its keys come in the order the schema documents.
+_BIB_READ_COLUMNS = [Bib.__table__.c[name] for name in BibRead.model_fields]
 _BIB_BY_ID = select(*_BIB_READ_COLUMNS).where(Bib.id == bindparam("bib_id"))
 # The unfiltered page (the most common list read) as one module-level statement, so that it
 # takes the hot path; ids start at 1, so "after 0" is the first page.
@@ -218,8 +221,10 @@ async def require_bib(session: AsyncSession, bib_id: int) -> Bib:
     return bib
 
 
-def _bib_values(data: BibCreate | BibUpdate, *, partial: bool) -> dict[str, Any]:
-    values = data.model_dump(exclude_unset=partial)
+def bib_values(data: BibCreate | BibUpdate, *, partial: bool) -> dict[str, Any]:
+    """The columns a checked bib sets (given lists left empty are stored as []). Partial: the
+    fields given, each whole (`exclude_unset` would also drop a contributor's default role)."""
+    values = data.model_dump(include=set(data.model_fields_set) if partial else None)
     for name in ("contributors", "isbns", "subjects", "series"):
         if name in values and values[name] is None:
             values[name] = []
@@ -228,7 +233,8 @@ def _bib_values(data: BibCreate | BibUpdate, *, partial: bool) -> dict[str, Any]
     return values
 
 
-async def _index_isbns(session: AsyncSession, bib: Bib) -> None:
+async def index_isbns(session: AsyncSession, bib: Bib) -> None:
+    """The bib's ISBNs into the lookup table the `isbn` filter reads."""
     await session.execute(delete(BibIsbn).where(BibIsbn.bib_id == bib.id))
     session.add_all(BibIsbn(bib_id=bib.id, isbn=value) for value in bib.isbns)
 
@@ -237,11 +243,11 @@ async def create_bib(
     session: AsyncSession, *, actor: Actor, data: BibCreate, now: datetime | None = None
 ) -> Bib:
     require_staff(actor)
-    values = _bib_values(data, partial=False)
+    values = bib_values(data, partial=False)
     bib = Bib(**values)
     session.add(bib)
     await flush_or_raise(session, _control_number_taken(data.control_number))
-    await _index_isbns(session, bib)
+    await index_isbns(session, bib)
     await session.flush()
     await index_bibs(session, [bib.id])
     await audit.record(
@@ -259,7 +265,7 @@ async def update_bib(
     session: AsyncSession, *, actor: Actor, bib: Bib, data: BibUpdate, now: datetime | None = None
 ) -> Bib:
     require_staff(actor)
-    values = _bib_values(data, partial=True)
+    values = bib_values(data, partial=True)
     if values.get("title") is None:
         values.pop("title", None)  # a title can change, never vanish
     before = _snapshot(bib, list(values))
@@ -267,7 +273,7 @@ async def update_bib(
         setattr(bib, name, value)
     await flush_or_raise(session, _control_number_taken(values.get("control_number")))
     if "isbns" in values:
-        await _index_isbns(session, bib)
+        await index_isbns(session, bib)
         await session.flush()
     await index_bibs(session, [bib.id])
     invalidate(session, [bib_key(bib.id)])
