@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from shelfmark.admin import bind_admin
-from shelfmark.app import create_app
+from shelfmark.app import create_app, with_event_streams
 from shelfmark.cache import SESSION_KEY as CACHE_KEY
 from shelfmark.db import create_engine
 from shelfmark.migrate import upgrade
@@ -159,6 +159,7 @@ def app(
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    # As servers run it (`shelfmark.asgi:app`): event streams handed off outside the app.
+    transport = httpx.ASGITransport(app=with_event_streams(app), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client

@@ -1,5 +1,5 @@
 """The ASGI entry point for servers: `shelfmark.asgi:app`."""
 
-from shelfmark.app import create_app
+from shelfmark.app import create_asgi_app
 
-app = create_app()
+app = create_asgi_app()

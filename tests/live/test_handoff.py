@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Message
 
 from factories import auth, make_user
+from shelfmark.app import with_event_streams
 from shelfmark.auth.roles import Role
 from shelfmark.live.api import RETRY
 from shelfmark.live.hub import QUEUE_SIZE, Hub
@@ -46,7 +47,9 @@ class Desk:
         self.writable.set()
         self.gone = asyncio.Event()
         self._body_read = False
-        self.task = asyncio.create_task(app(scope, self.receive, self.send))
+        self.scope = scope
+        served = with_event_streams(app)  # as `shelfmark.asgi:app` is
+        self.task = asyncio.create_task(served(scope, self.receive, self.send))
 
     async def receive(self) -> Message:
         if not self._body_read:
@@ -108,6 +111,8 @@ async def test_the_stream_runs_on_after_the_middleware_have_finished(
     assert streams_counted(app) == 1
     assert not desk.task.done()
     assert len(hub.clients) == 1
+    # The server's scope outlives the handshake; its headers (credentials too) do not.
+    assert not desk.scope["headers"]
 
     hub.deliver(event("loan.created", "EAST"))  # another branch's: not for this desk
     hub.deliver(event("loan.created", "MAIN"))

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from conftest import unreachable
 from factories import make_bib, make_branch, make_category, make_item, make_patron, make_rule
-from shelfmark.app import create_app
+from shelfmark.app import create_asgi_app
 from shelfmark.catalog.models import Bib, Branch, Item
 from shelfmark.db import create_engine, create_sessionmaker
 from shelfmark.migrate import upgrade
@@ -61,7 +61,7 @@ async def live_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
     await upgrade(engine)
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_asgi_app(settings), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

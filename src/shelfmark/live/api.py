@@ -94,8 +94,8 @@ class _Handoff:
 
 
 class EventStreamHandoff:
-    """The outermost of the app's middleware: an event stream leaves the middleware stack,
-    the router and FastAPI's request handler once it has begun.
+    """Wraps the app (`app.with_event_streams`): an event stream leaves the app, its
+    middleware, the router and FastAPI's request handler once it has begun.
 
     A request runs inside every middleware, the router, FastAPI's request handler and its
     exit stacks, each a coroutine frame (most with a send wrapper, some with a Request or an
@@ -108,15 +108,14 @@ class EventStreamHandoff:
     refused, security headers, metrics and the access log all see it as they see any
     request. `EventStreamResponse` sends the head and the first chunk down that stack (the
     headers the middleware add are in it), leaves its hub client in the handoff and
-    returns; the stack unwinds, and what it put in its scope goes with it. This middleware
+    returns; the stack unwinds, and what it put in its scope goes with it. This wrapper
     then sends the events itself, straight to the server.
 
     What follows from it: the metrics and the access log time the handshake, not the
     stream; a middleware that rewrote response bodies would see the first chunk only (none
-    does); an error while streaming reaches FastAPI's own error middleware (outside this
-    one) as it did, when the response has begun and it can only re-raise. A middleware
-    added after this one would wrap the streams again: it must stay the last added
-    (`create_app`). Without it, `EventStreamResponse` streams in place, as it used to.
+    does); an error while streaming goes to the server, as it would from FastAPI's error
+    middleware once a response has begun. Without it, `EventStreamResponse` streams in
+    place, as it used to.
     """
 
     def __init__(self, app: ASGIApp, path: str) -> None:
@@ -131,6 +130,10 @@ class EventStreamHandoff:
         try:
             await self.app({**scope, HANDOFF: handoff}, receive, send)
             if handoff.client is not None:
+                # The server keeps its scope for as long as the request runs: hours, here.
+                # Its headers (the largest part, the credentials among them) were for the
+                # handshake only.
+                scope["headers"] = ()
                 await _stream(handoff.client, receive, send)
         finally:
             if handoff.hub is not None and handoff.client is not None:
@@ -177,11 +180,16 @@ class EventStreamResponse(Response):
 async def _stream(client: Client, receive: Receive, send: Send) -> None:
     """Sends the client's events and heartbeats until it is dropped or goes away.
 
-    Takes the client's frames itself rather than through `Hub.stream`: an async generator
-    would be one more frame per open stream."""
+    Takes the client's frames itself rather than through `Hub.stream` or `Client.take`: an
+    async generator or a coroutine would be one more frame per open stream."""
     hangup = _Hangup(client, receive)
     try:
-        while taken := await client.take():
+        while True:
+            if (waiter := client.wait()) is not None:
+                await waiter
+                continue
+            if not (taken := client.drain()):
+                break  # closed: dropped, disconnected or gone
             for data in taken:
                 body = KEEP_ALIVE if data is HEARTBEAT else _frame(data)
                 await send({"type": "http.response.body", "body": body, "more_body": True})
@@ -209,9 +217,9 @@ class _Hangup:
 
     def _listen(self) -> None:
         self.waiting = asyncio.ensure_future(self.receive())
-        self.waiting.add_done_callback(self._heard)
+        self.waiting.add_done_callback(self)  # itself, not a bound method made for it
 
-    def _heard(self, waiting: asyncio.Future[Message]) -> None:
+    def __call__(self, waiting: asyncio.Future[Message]) -> None:
         if waiting.cancelled():
             return  # the stream ended first
         if waiting.exception() is None and waiting.result()["type"] == "http.request":

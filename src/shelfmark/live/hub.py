@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -68,16 +69,29 @@ class Client:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
-    async def take(self) -> list[bytes | None]:
-        """Every frame waiting, once there is one; [] once the client is closed."""
-        while not self.pending and not self.closed:
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
+    def wait(self) -> asyncio.Future[None] | None:
+        """None when there is something to take (frames, or the end), else a future that is
+        done once there is. A plain method, not a coroutine: a stream that awaits it holds
+        no frame of the client's while it waits."""
+        if self.pending or self.closed:
+            return None
+        self.waiter = asyncio.get_running_loop().create_future()
+        return self.waiter
+
+    def drain(self) -> list[bytes | None]:
+        """Every frame waiting, now ([] once the client is closed)."""
+        self.waiter = None
         taken, self.pending = self.pending, []
         return taken
+
+    async def take(self) -> list[bytes | None]:
+        """Every frame waiting, once there is one; [] once the client is closed."""
+        while (waiter := self.wait()) is not None:
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+        return self.drain()
 
 
 class Hub:
@@ -86,7 +100,8 @@ class Hub:
         self.dropped = 0
 
     def connect(self, branch: str | None) -> Client:
-        client = Client(branch)
+        # Interned: thousands of desks of one branch share one string, not one each.
+        client = Client(None if branch is None else sys.intern(branch))
         self.clients.add(client)
         return client
 
