@@ -65,5 +65,24 @@ async def test_stopping_early_stops_the_child(monkeypatch: pytest.MonkeyPatch) -
     first = await anext(batches)
     assert first.read == 1
     await batches.aclose()
-    assert len(started) == 1
-    assert not started[0].is_alive()
+    assert 1 <= len(started) <= marc_prepare.CHILD_PROCESSES
+    assert not any(child.is_alive() for child in started)
+
+
+@pytest.mark.usefixtures("in_child")
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 500])
+async def test_children_share_the_batches_in_file_order(batch_size: int) -> None:
+    for name in ("marc.dat", "bad_records.mrc", "batch.xml"):
+        path = MARC_DIR / name
+        from_children = [b async for b in prepared_batches(path, batch_size)]
+        assert summary(from_children) == summary(list(prepare(path, batch_size)))
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_shards_together_prepare_every_batch_once(shards: int) -> None:
+    path = MARC_DIR / "marc.dat"
+    whole = summary(list(prepare(path, 4)))
+    parts = [summary(list(prepare(path, 4, shard=s, shards=shards))) for s in range(shards)]
+    interleaved = [parts[n % shards][n // shards] for n in range(len(whole))]
+    assert interleaved == whole
+    assert sum(len(p) for p in parts) == len(whole)

@@ -1,20 +1,24 @@
 """The CPU half of a MARC import — read, map, fingerprint, fold for search — in batches, and
-for a file of any size in a child process, so that it runs beside the database writes.
+for a file of any size in child processes, so that it runs beside the database writes.
 
 Parsing and mapping a record costs about as much as writing it; on one process the import
-ran at the sum of the two. A child process that prepares batch n + 1 while the importer
-writes batch n makes it run at the larger of the two (bench/marc_import.py). The child
-imports only this module's light dependencies (no SQLAlchemy, no app), so that it starts in
-a fraction of a second; a small file or an open stream is prepared in process instead.
+ran at the sum of the two. Child processes that prepare the next batches while the importer
+writes one make it run at the larger of the two (bench/marc_import.py). There are
+`CHILD_PROCESSES` of them (at most one per CPU), child k preparing batches k, k + n, …; each
+reads the whole file but parses only its own records. A child imports only this module's
+light dependencies (no SQLAlchemy, no app), so that it starts in a fraction of a second; a
+small file or an open stream is prepared in process instead.
 
 What crosses between the processes is plain data (dicts, tuples, bytes), at most
-`QUEUE_BATCHES` batches ahead, so that memory stays flat however long the file.
+`QUEUE_BATCHES` batches ahead per child, so that memory stays flat however long the file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
+import os
 import queue
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +30,10 @@ from shelfmark.interop.marc_map import BibData, HoldingData, map_holdings, map_r
 from shelfmark.interop.marc_read import ReadResult, iter_marc
 from shelfmark.search.text import IndexRow, index_row
 
-QUEUE_BATCHES = 4
+QUEUE_BATCHES = 3  # per child
+# Preparing a record costs about 2.5 times pymarc's parse alone: two children (where there
+# are two CPUs) keep up with the database writes better than one.
+CHILD_PROCESSES = 2
 CHILD_MIN_BYTES = 4 * 1024 * 1024  # below this a child costs more than it saves
 _POLL_SECONDS = 1.0
 _START = multiprocessing.get_context("spawn")  # never fork a process that runs threads
@@ -40,6 +47,19 @@ class Incoming:
     values: dict[str, Any]
     holdings: tuple[HoldingData, ...]
     search: IndexRow
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as its parts and rebuilt by its constructor: a frozen dataclass's default
+        # unpickling looks up its fields once per object, a cost the importer felt.
+        search = (self.search.values, self.search.headings)
+        return (_incoming, (self.index, self.values, self.holdings, search))
+
+
+def _incoming(
+    index: int, values: dict[str, Any], holdings: tuple[HoldingData, ...],
+    search: tuple[dict[str, Any], dict[str, str]],
+) -> Incoming:  # fmt: skip
+    return Incoming(index, values, holdings, IndexRow(*search))
 
 
 @dataclass(slots=True)
@@ -73,76 +93,108 @@ def bib_values(data: BibData, marc: bytes | None) -> dict[str, Any]:
 
 def prepare_batch(results: Sequence[ReadResult]) -> PreparedBatch:
     """Map a batch of read records; unreadable and unmappable ones become errors."""
-    batch = PreparedBatch(read=len(results))
+    batch = PreparedBatch()
     for result in results:
-        if result.record is None:
-            batch.errors.append(
-                {"index": result.index, "control_number": result.control_number,
-                 "reason": result.error or "unreadable record"}
-            )  # fmt: skip
-            continue
-        try:
-            data = map_record(result.record)
-            holdings = map_holdings(result.record)
-            values = bib_values(data, result.marc21())
-            search = index_row(values)
-        except Exception as exc:  # one bad record never stops a file
-            batch.errors.append(
-                {"index": result.index, "control_number": result.control_number,
-                 "reason": f"cannot map the record: {exc}"}
-            )  # fmt: skip
-            continue
-        for warning in (*result.warnings, *data.warnings):
-            batch.warnings.append(
-                {"index": result.index, "control_number": data.control_number, "reason": warning}
-            )
-        batch.incoming.append(Incoming(result.index, values, holdings, search))
+        _add(batch, result)
     return batch
 
 
-def prepare(source: Path | BinaryIO, batch_size: int) -> Iterator[PreparedBatch]:
+def _add(batch: PreparedBatch, result: ReadResult) -> None:
+    """Map one read record into `batch`, or note why it cannot be."""
+    batch.read += 1
+    if result.record is None:
+        batch.errors.append(
+            {"index": result.index, "control_number": result.control_number,
+             "reason": result.error or "unreadable record"}
+        )  # fmt: skip
+        return
+    try:
+        data = map_record(result.record)
+        holdings = map_holdings(result.record)
+        values = bib_values(data, result.marc21())
+        search = index_row(values)
+    except Exception as exc:  # one bad record never stops a file
+        batch.errors.append(
+            {"index": result.index, "control_number": result.control_number,
+             "reason": f"cannot map the record: {exc}"}
+        )  # fmt: skip
+        return
+    for warning in (*result.warnings, *data.warnings):
+        batch.warnings.append(
+            {"index": result.index, "control_number": data.control_number, "reason": warning}
+        )
+    batch.incoming.append(Incoming(result.index, values, holdings, search))
+
+
+def prepare(
+    source: Path | BinaryIO, batch_size: int, *, shard: int = 0, shards: int = 1
+) -> Iterator[PreparedBatch]:
     """Prepared batches of `source`, in this process. Raises MarcFileError, before yielding
-    anything, when the file cannot be read as MARC."""
-    results = iter_marc(source)
-    while True:
-        chunk: list[ReadResult] = []
-        for result in results:
-            chunk.append(result)
-            if len(chunk) == batch_size:
-                break
-        if not chunk:
-            return
-        yield prepare_batch(chunk)
+    anything, when the file cannot be read as MARC.
+
+    Batch n holds records n * batch_size + 1 to (n + 1) * batch_size. With `shards`, this
+    prepares only the batches n where n % shards == shard, reading no other record.
+    """
+
+    def mine(index: int) -> bool:
+        return (index - 1) // batch_size % shards == shard
+
+    # Each record is mapped as soon as it is read, so that its pymarc objects (dozens per
+    # record) are freed at once rather than held for a whole batch: held, they made the
+    # garbage collector's full passes cost more than the mapping itself.
+    batch = PreparedBatch()
+    number = shard
+    for result in iter_marc(source, select=mine if shards > 1 else None):
+        if (result.index - 1) // batch_size != number:
+            if batch.read:
+                yield batch
+            batch = PreparedBatch()
+            number = (result.index - 1) // batch_size
+        _add(batch, result)
+    if batch.read:
+        yield batch
 
 
 async def prepared_batches(
     source: Path | BinaryIO, batch_size: int
 ) -> AsyncIterator[PreparedBatch]:
-    """Prepared batches of `source`: from a child process for a file worth one, else from
-    this process. The child is stopped when the caller stops early (or fails)."""
+    """Prepared batches of `source`, in order: from child processes for a file worth them,
+    each preparing every `len(children)`-th batch, else from this process. The children are
+    stopped when the caller stops early (or fails)."""
     if not isinstance(source, Path) or _size(source) < CHILD_MIN_BYTES:
         for batch in prepare(source, batch_size):
             yield batch
         return
-    batches: Any = _START.Queue(maxsize=QUEUE_BATCHES)
-    child = _START.Process(
-        target=_child, args=(str(source), batch_size, batches), name="shelfmark-marc-prepare",
-        daemon=True,
-    )  # fmt: skip
-    child.start()
+    shards = max(1, min(CHILD_PROCESSES, os.cpu_count() or 1))
+    queues: list[Any] = [_START.Queue(maxsize=QUEUE_BATCHES) for _ in range(shards)]
+    children: list[BaseProcess] = []
+    for shard, batches in enumerate(queues):
+        child = _START.Process(
+            target=_child, args=(str(source), batch_size, batches, shard, shards),
+            name=f"shelfmark-marc-prepare-{shard}", daemon=True,
+        )  # fmt: skip
+        child.start()
+        children.append(child)
     try:
-        while True:
-            item = await asyncio.to_thread(_next, batches, child)
+        for number in itertools.count():
+            # Batch n comes from child n % shards; when that child has no batch n, no child
+            # has any later one.
+            item = await asyncio.to_thread(
+                _next, queues[number % shards], children[number % shards]
+            )
             if item is None:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
-        if child.is_alive():
-            child.terminate()
-        await asyncio.to_thread(child.join, 10)
-        batches.close()
+        for process in children:
+            if process.is_alive():
+                process.terminate()
+        for process in children:
+            await asyncio.to_thread(process.join, 10)
+        for queue_ in queues:
+            queue_.close()
 
 
 def _size(path: Path) -> int:
@@ -165,10 +217,10 @@ def _next(batches: Any, child: BaseProcess) -> PreparedBatch | BaseException | N
         return item
 
 
-def _child(path: str, batch_size: int, batches: Any) -> None:
-    """The child's whole life: every batch, then None; or the error that stopped it."""
+def _child(path: str, batch_size: int, batches: Any, shard: int, shards: int) -> None:
+    """A child's whole life: each of its batches, then None; or the error that stopped it."""
     try:
-        for batch in prepare(Path(path), batch_size):
+        for batch in prepare(Path(path), batch_size, shard=shard, shards=shards):
             batches.put(batch)
     except BaseException as exc:
         batches.put(exc)

@@ -16,7 +16,7 @@ import re
 import unicodedata
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -34,6 +34,7 @@ _BETWEEN_RECORDS: Final = b"\r\n\t \x00\x1a"  # line ends, padding, a DOS end-of
 _BOM: Final = b"\xef\xbb\xbf"
 _LEADER: Final = re.compile(rb"\d{5}[ -~]{5}\d{7}[ -~]{7}")  # lengths at 00-04, 10-11, 12-16
 _ENTRY: Final = re.compile(rb"[0-9A-Za-z]{3}\d{9}")
+_DIRECTORY: Final = re.compile(rb"(?:[0-9A-Za-z]{3}\d{9})+")
 _TAG: Final = re.compile(r"[0-9A-Za-z]{3}")
 _DELIMITERS: Final = "\x1d\x1e\x1f"
 _BAD_SUBFIELD_CODE: Final = re.compile(rb"\x1f[\x80-\xff]")
@@ -64,13 +65,19 @@ class ReadResult:
         return data
 
 
-def iter_marc(source: BinaryIO | Path) -> Iterator[ReadResult]:
+def iter_marc(
+    source: BinaryIO | Path, *, select: Callable[[int], bool] | None = None
+) -> Iterator[ReadResult]:
     """Every record of a binary MARC21 or MARCXML file, in order, each read or explained.
 
     Raises MarcFileError, before yielding anything, when the file cannot be opened, is
     empty, or is not MARC: binary whose first record fails and does not start with a
     plausible leader, or XML whose root is not a MARCXML collection or record. After that
     every problem is a result with an `error`, and reading goes on with the next record.
+
+    With `select`, only the records whose 1-based position it accepts are read and yielded;
+    the others are skipped unread (so that processes can share a file's records). Whether
+    the file is MARC at all is then known only to the one that reads the first record.
     """
     if isinstance(source, Path):
         try:
@@ -78,12 +85,12 @@ def iter_marc(source: BinaryIO | Path) -> Iterator[ReadResult]:
         except OSError as exc:
             raise MarcFileError(f"cannot open {source}: {exc.strerror or exc}") from exc
         with stream:
-            yield from _iter_stream(stream)
+            yield from _iter_stream(stream, select)
     else:
-        yield from _iter_stream(source)
+        yield from _iter_stream(source, select)
 
 
-def _iter_stream(stream: BinaryIO) -> Iterator[ReadResult]:
+def _iter_stream(stream: BinaryIO, select: Callable[[int], bool] | None) -> Iterator[ReadResult]:
     head = stream.read(_BLOCK_SIZE).removeprefix(_BOM).lstrip(_BETWEEN_RECORDS)
     while not head:
         block = stream.read(_BLOCK_SIZE)
@@ -91,16 +98,20 @@ def _iter_stream(stream: BinaryIO) -> Iterator[ReadResult]:
             raise MarcFileError("the file is empty")
         head = block.lstrip(_BETWEEN_RECORDS)
     if head.startswith(b"<"):
-        yield from _iter_xml(_Prefixed(head, stream))
+        yield from _iter_xml(_Prefixed(head, stream), select)
     else:
-        yield from _iter_binary(head, stream)
+        yield from _iter_binary(head, stream, select)
 
 
 # --- binary MARC21 ----------------------------------------------------------------------
 
 
-def _iter_binary(head: bytes, stream: BinaryIO) -> Iterator[ReadResult]:
+def _iter_binary(
+    head: bytes, stream: BinaryIO, select: Callable[[int], bool] | None
+) -> Iterator[ReadResult]:
     for index, chunk in enumerate(_split_records(head, stream), start=1):
+        if select is not None and not select(index):
+            continue
         result = _read_chunk(index, chunk)
         if index == 1 and result.record is None and not _LEADER.match(chunk):
             raise MarcFileError(
@@ -146,11 +157,10 @@ def _split_records(head: bytes, stream: BinaryIO) -> Iterator[bytes]:
 
 
 def _read_chunk(index: int, chunk: bytes) -> ReadResult:
-    number = _control_number_in(chunk)
-    problem = _structure_problem(chunk)
+    notes: list[str] = []
+    problem = _structure_problem(chunk, notes)
     if problem is not None:
-        return ReadResult(index, None, error=problem, control_number=number)
-    notes = _indicator_notes(chunk)
+        return ReadResult(index, None, error=problem, control_number=_control_number_in(chunk))
     declared = int(chunk[:5])
     if declared != len(chunk):
         # Some systems count characters instead of bytes; the directory is what matters.
@@ -160,6 +170,7 @@ def _read_chunk(index: int, chunk: bytes) -> ReadResult:
     try:
         record = _decode(chunk, force_utf8=force_utf8, notes=notes)
     except Exception as exc:  # pymarc raises bare ValueError, TypeError, … on bad bytes
+        number = _control_number_in(chunk)
         return ReadResult(index, None, error=_describe(exc), control_number=number)
     raw = chunk if not notes and chunk[9:10] == b"a" else None
     record.leader.coding_scheme = "a"  # the record now holds Unicode, whatever the file had
@@ -168,8 +179,12 @@ def _read_chunk(index: int, chunk: bytes) -> ReadResult:
     )
 
 
-def _structure_problem(chunk: bytes) -> str | None:
-    """What makes the bytes unreadable as a record: leader, directory or field boundaries."""
+def _structure_problem(chunk: bytes, notes: list[str]) -> str | None:
+    """What makes the bytes unreadable as a record: leader, directory or field boundaries.
+
+    For a readable record, notes the data fields without exactly two indicators, which
+    pymarc pads or cuts to two (one pass over the directory does both).
+    """
     if chunk[-1] != _END_OF_RECORD:
         return (
             "the record has no end-of-record mark (0x1D): "
@@ -192,31 +207,33 @@ def _structure_problem(chunk: bytes) -> str | None:
         return "the record has no fields"
     if len(directory) % 12:
         return f"the directory is {len(directory)} bytes long, not a multiple of 12"
+    return _field_problem(chunk, base, directory, notes)
+
+
+def _field_problem(chunk: bytes, base: int, directory: bytes, notes: list[str]) -> str | None:
+    """The first malformed directory entry or misplaced field end; else None, and the data
+    fields without two indicators noted."""
+    valid = _DIRECTORY.fullmatch(directory) is not None  # else the loop finds the entry
+    last = len(chunk) - 1
+    found: list[str] = []
     for start in range(0, len(directory), 12):
         entry = directory[start : start + 12]
-        if not _ENTRY.fullmatch(entry):
+        if not valid and not _ENTRY.fullmatch(entry):
             return f"directory entry {start // 12 + 1} is malformed: {entry!r}"
-        tag = entry[:3].decode("ascii")
-        end = base + int(entry[7:12]) + int(entry[3:7])
-        if end > len(chunk) - 1 or chunk[end - 1] != _END_OF_FIELD:
-            return f"field {tag} does not end where the directory says (byte {end})"
-    return None
-
-
-def _indicator_notes(chunk: bytes) -> list[str]:
-    """Data fields without exactly two indicators, which pymarc pads or cuts to two."""
-    base = int(chunk[12:17])
-    notes = []
-    for start in range(24, base - 1, 12):
-        tag = chunk[start : start + 3]
-        if tag.isdigit() and tag < b"010":
+        tag = entry[:3]
+        length = int(entry[3:7])
+        begin = base + int(entry[7:12])
+        end = begin + length
+        if end > last or chunk[end - 1] != _END_OF_FIELD:
+            return f"field {tag.decode('ascii')} does not end where the directory says (byte {end})"
+        if tag < b"010" and tag.isdigit():
             continue  # a control field has no indicators
-        begin = base + int(chunk[start + 7 : start + 12])
-        field = chunk[begin : begin + int(chunk[start + 3 : start + 7]) - 1]
-        count = field.find(b"\x1f") if b"\x1f" in field else len(field)
+        delimiter = chunk.find(b"\x1f", begin, end - 1)
+        count = delimiter - begin if delimiter >= 0 else max(length - 1, 0)
         if count != 2:
-            notes.append(f"field {tag.decode()} has {count} indicators instead of 2")
-    return notes
+            found.append(f"field {tag.decode()} has {count} indicators instead of 2")
+    notes.extend(found)
+    return None
 
 
 def _force_utf8(chunk: bytes, notes: list[str]) -> bool:
@@ -340,7 +357,7 @@ class _Prefixed:
         return data
 
 
-def _iter_xml(stream: _Prefixed) -> Iterator[ReadResult]:
+def _iter_xml(stream: _Prefixed, select: Callable[[int], bool] | None) -> Iterator[ReadResult]:
     index = 0
     root: ET.Element | None = None
     # The standard library's expat neither fetches external entities nor expands entities
@@ -355,13 +372,15 @@ def _iter_xml(stream: _Prefixed) -> Iterator[ReadResult]:
             if event != "end" or _local(element.tag) != "record":
                 continue
             index += 1
-            yield _read_xml_record(index, element)
+            if select is None or select(index):
+                yield _read_xml_record(index, element)
             if element is not root:
                 root.clear()  # drop the records already read
     except (ET.ParseError, LookupError) as exc:  # LookupError: an unknown encoding is declared
         if index == 0:
             raise MarcFileError(f"not well-formed XML: {exc}") from exc
-        yield ReadResult(index + 1, None, error=f"the XML stops being well-formed: {exc}")
+        if select is None or select(index + 1):
+            yield ReadResult(index + 1, None, error=f"the XML stops being well-formed: {exc}")
         return
     if index == 0:
         raise MarcFileError("the MARCXML holds no records")
