@@ -241,6 +241,18 @@ class ItemAdmin(CatalogView, model=Item):
     form_excluded_columns: ClassVar = [Item.created_at, Item.updated_at]
     icon = "fa-solid fa-barcode"
 
+    async def on_model_change(
+        self, data: dict[str, Any], model: Any, is_created: bool, request: Request
+    ) -> None:
+        # The API's rule: on loan, on the hold shelf and in transit are set and cleared by
+        # circulation only, or a copy would say "on loan" with no loan (or the reverse).
+        status = data.get("status")
+        # A new copy is checked as if moved from the shelf, where it starts.
+        was = Item(barcode=data.get("barcode"), status="available") if is_created else model
+        if status is not None and status != was.status:
+            catalog_service.check_manual_status(was, status)
+        await super().on_model_change(data, model, is_created, request)
+
 
 VIEWS: tuple[type[ModelView], ...] = (
     BranchAdmin, UserAdmin, BibAdmin, ItemAdmin, *CIRCULATION_VIEWS, *NOTICE_VIEWS,

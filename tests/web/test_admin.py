@@ -186,3 +186,33 @@ async def test_a_bib_edit_is_checked_by_the_api_s_rules(
     assert record["isbns"] == ["9780441478125"]
     found = (await client.get("/api/v1/bibs", params={"isbn": "0441478123"})).json()
     assert [hit["id"] for hit in found["items"]] == [bib.id]
+
+
+async def test_circulation_statuses_are_not_set_or_cleared_by_an_item_edit(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """As through the API: "on loan" with no loan (or a loan whose copy says "available")
+    would leave circulation and the catalog disagreeing."""
+    admin = await make_user(session, Role.ADMIN)
+    item = await make_item(session)
+    await session.commit()
+    await log_in(client, admin.username)
+    url = f"/admin/item/edit/{item.id}"
+    form = await client.get(url, headers=HTML)
+    parser = _FormValues()
+    parser.feed(form.text)
+
+    refused = await client.post(url, data=parser.values | {"status": "on_loan"}, headers=HTML)
+    assert refused.status_code == 400
+    assert "is set by checkouts, checkins and holds" in refused.text
+    assert (await client.get(f"/api/v1/items/{item.id}")).json()["status"] == "available"
+
+    await _edit(client, url, status="withdrawn", shelfmark="X 123")
+    read = (await client.get(f"/api/v1/items/{item.id}")).json()
+    assert (read["status"], read["shelfmark"]) == ("withdrawn", "X 123")
+
+    item.status = "on_loan"  # as a checkout leaves it: its other fields stay editable
+    await session.commit()
+    await _edit(client, url, shelfmark="X 124")
+    read = (await client.get(f"/api/v1/items/{item.id}")).json()
+    assert (read["status"], read["shelfmark"]) == ("on_loan", "X 124")
