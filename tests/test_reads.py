@@ -40,14 +40,28 @@ async def test_a_statement_s_rows_are_read_and_the_connection_returned(
     small_engine: AsyncEngine,
 ) -> None:
     reads = PoolReads(small_engine)
-    for _ in range(3):  # one connection in the pool: each read must give it back
+    query = select(literal_column("'ok'").label("answer"))
+    assert [dict(row) for row in await reads.rows(query)] == [{"answer": "ok"}]
+    for _ in range(3):  # one connection in the pool: each read must give it back or keep it
         rows = await reads.fetch(_VERSION, {})
         assert len(rows) == 1
         assert rows[0]["version_num"]
-    query = select(literal_column("'ok'").label("answer"))
-    assert [dict(row) for row in await reads.rows(query)] == [{"answer": "ok"}]
+    await reads.close()
     if small_engine.dialect.name == "postgresql":
         assert checked_out(small_engine) == 0
+
+
+@pytest.mark.postgres_only
+async def test_connections_are_kept_between_reads_until_old(small_engine: AsyncEngine) -> None:
+    reads = PoolReads(small_engine)
+    pids = {(await reads.fetch(_PID, {}))[0]["pid"] for _ in range(3)}
+    assert len(pids) == 1
+    assert checked_out(small_engine) == 1  # kept for the next read
+    await reads.close()
+    assert checked_out(small_engine) == 0
+    reads.RECYCLE = 0.0  # each connection is then given back after its read
+    await reads.fetch(_PID, {})
+    assert checked_out(small_engine) == 0
 
 
 @pytest.mark.postgres_only
@@ -70,6 +84,7 @@ async def test_a_broken_connection_is_dropped_and_the_next_read_gets_a_new_one(
         await reads.fetch(_PID, {})
     assert checked_out(small_engine) == 0
     assert (await reads.fetch(_PID, {}))[0]["pid"] != pid
+    await reads.close()
 
 
 @pytest.mark.postgres_only
@@ -86,3 +101,4 @@ async def test_a_cancelled_read_does_not_leave_its_connection_busy(
     # The pool's only connection is usable at once (not behind the 5 s sleep).
     rows = await asyncio.wait_for(reads.fetch(_VERSION, {}), timeout=2)
     assert rows[0]["version_num"]
+    await reads.close()

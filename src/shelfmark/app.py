@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.cache.close()
             await app.state.rate_counter.close()
             if owns_engine:
+                await app.state.reads.close()
                 await app.state.engine.dispose()
                 app.state.engine = app.state.reads = None
 
