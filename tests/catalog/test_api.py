@@ -320,6 +320,23 @@ class TestPagination:
         response = await client.get("/api/v1/bibs", params={"limit": 100000})
         assert response.status_code == 422
 
+    async def test_the_bib_list_reads_its_own_query_as_fastapi_would(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """`GET /bibs` reads its query string itself (`query_of`): the same 422 problem,
+        and the same parameters in the OpenAPI document."""
+        bad = await client.get("/api/v1/bibs", params={"limit": "x", "language": "EN"})
+        assert bad.status_code == 422
+        assert bad.headers["content-type"] == "application/problem+json"
+        problem = bad.json()
+        assert problem["type"] == "/problems/invalid-input"
+        assert {e["field"] for e in problem["errors"]} == {"limit", "language"}
+        spec = (await client.get("/openapi.json")).json()
+        parameters = spec["paths"]["/api/v1/bibs"]["get"]["parameters"]
+        assert [p["name"] for p in parameters][:3] == ["limit", "cursor", "title"]
+        assert all(p["in"] == "query" and not p["required"] for p in parameters)
+        assert parameters[0]["schema"]["maximum"] == 500
+
 
 class TestDocs:
     async def test_docs_are_served_without_a_cdn(self, client: httpx.AsyncClient) -> None:

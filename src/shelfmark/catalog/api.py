@@ -25,7 +25,14 @@ from shelfmark.catalog.schemas import (
     ItemUpdate,
     MaterialType,
 )
-from shelfmark.deps import ActorDep, ReadSessionDep, SessionDep, reads_of
+from shelfmark.deps import (
+    ActorDep,
+    ReadSessionDep,
+    SessionDep,
+    query_of,
+    query_parameters,
+    reads_of,
+)
 from shelfmark.deps import PathId as Id
 from shelfmark.pagination import (
     DEFAULT_LIMIT,
@@ -128,8 +135,10 @@ class BibQuery(BaseModel):
     control_number: str | None = None
 
 
-@router.get("/bibs", response_model=Page[BibRead])
-async def list_bibs(request: Request, query: Annotated[BibQuery, Query()]) -> Response:
+@router.get("/bibs", response_model=Page[BibRead], openapi_extra=query_parameters(BibQuery))
+async def list_bibs(request: Request) -> Response:
+    """Bib records by id, a page at a time, with filters."""
+    query = query_of(BibQuery, request)
     filters = service.BibFilters(**query.model_dump(exclude={"limit", "cursor"}))
     rows = await service.list_bibs(
         reads_of(request), filters=filters, limit=query.limit,
