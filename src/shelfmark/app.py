@@ -49,12 +49,13 @@ Log in at `POST /api/v1/auth/token` and send `Authorization: Bearer <token>`.
 
 # In the order routes are matched: the busiest first (records and copies, then search),
 # since every request is matched against the routers before its own (the bib by id spent a
-# tenth of its CPU in matching, bench/api_read.py). No two share a path and method.
+# tenth of its CPU in matching, bench/api_read.py). The MARC exports (two routes) come
+# before the records: `/bibs/{bib_id}` would also match `/bibs/12.mrc`.
 API_ROUTERS: tuple[APIRouter, ...] = (
+    marc_router,
     catalog_router,
     search_router,
     auth_router,
-    marc_router,
     audit_router,
     live_router,
     patrons_router,
