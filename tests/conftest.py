@@ -52,6 +52,17 @@ def unreachable(reason: str) -> None:
     pytest.skip(reason)
 
 
+MARC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "marc"
+
+
+def marc_file(name: str) -> Path:
+    """A file of ../shared/data/marc (its README says what each is); `unreachable` without."""
+    path = MARC_DIR / name
+    if not path.exists():
+        unreachable(f"{path} is missing: ../shared/data/marc is not beside this checkout")
+    return path
+
+
 @pytest.fixture(scope="session")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("shelfmark-home")

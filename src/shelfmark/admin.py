@@ -247,10 +247,10 @@ class ItemAdmin(CatalogView, model=Item):
         # The API's rule: on loan, on the hold shelf and in transit are set and cleared by
         # circulation only, or a copy would say "on loan" with no loan (or the reverse).
         status = data.get("status")
-        # A new copy is checked as if moved from the shelf, where it starts.
-        was = Item(barcode=data.get("barcode"), status="available") if is_created else model
-        if status is not None and status != was.status:
-            catalog_service.check_manual_status(was, status)
+        if status is not None and is_created:
+            catalog_service.check_initial_status(status)
+        elif status is not None and status != model.status:
+            catalog_service.check_manual_status(model, status)
         await super().on_model_change(data, model, is_created, request)
 
 

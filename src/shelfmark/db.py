@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Table, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
@@ -179,6 +179,50 @@ async def fetch_mappings(
         return rows
     raw = await connection.get_raw_connection()
     return await _driver_fetch(raw.driver_connection, connection.dialect, statement, params)
+
+
+async def insert_rows(
+    session: AsyncSession, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert complete rows (tuples of Python values in `columns` order, as SQLAlchemy
+    would take them) in the session's transaction, by the fastest bulk path of the database.
+
+    PostgreSQL: binary COPY on the asyncpg connection (copy_records_to_table); SQLite: one
+    prepared INSERT run by the driver's executemany. Either skips SQLAlchemy's per-row
+    parameter handling, which cost more than the database's work; the columns' own bind
+    processing (JSON, UTC datetimes) is applied here, once per value that needs it.
+    """
+    if not rows:
+        return
+    connection = await session.connection()
+    dialect = connection.dialect
+    processors = [
+        (position, processor)
+        for position, name in enumerate(columns)
+        if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+    ]
+    if processors:
+        processed = []
+        for row in rows:
+            values = list(row)
+            for position, processor in processors:
+                values[position] = processor(values[position])
+            processed.append(tuple(values))
+        rows = processed
+    if dialect.name == "postgresql":
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        if not driver.is_in_transaction():
+            await connection.exec_driver_sql("SELECT 1")  # SQLAlchemy begins lazily
+        await driver.copy_records_to_table(table.name, records=rows, columns=list(columns))
+        return
+    names = ", ".join(f'"{name}"' for name in columns)
+    marks = ", ".join("?" * len(columns))
+    await connection.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',  # noqa: S608 - names, not data
+        rows,
+    )
 
 
 class Reads(Protocol):

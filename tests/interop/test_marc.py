@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import unreachable
+from conftest import MARC_DIR, unreachable
 from shelfmark.interop.marc import (
     UNTITLED,
     BibData,
@@ -39,7 +39,6 @@ from shelfmark.interop.marc import (
     to_marcxml,
 )
 
-MARC_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "marc"
 LOC_SAMPLE = "loc-books-2016-sample-10k.mrc"
 # Fields a bib keeps in its own columns; `source`, `warnings` and `invalid_isbns` are not
 # written by record_from_bib.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from conftest import marc_file
 from factories import make_bib, make_branch
 from shelfmark.auth.roles import SYSTEM
 from shelfmark.catalog.models import Bib, Item
@@ -19,17 +19,7 @@ from shelfmark.interop import marc_export
 from shelfmark.interop.marc_import import import_file
 from shelfmark.interop.marc_read import MarcFileError, iter_marc
 
-MARC_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "marc"
 DEMO = Path(__file__).resolve().parents[2] / "src" / "shelfmark" / "demo" / "loc-demo.mrc"
-
-
-def shared(name: str) -> Path:
-    path = MARC_DIR / name
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing (CI=true: ../shared must be beside the checkout)")
-        pytest.skip(f"{path} is missing: ../shared/data/marc is not beside this checkout")
-    return path
 
 
 async def count(session: AsyncSession, model: type) -> int:
@@ -41,7 +31,7 @@ class TestImportFile:
         self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
     ) -> None:
         before = await count(session, Bib)
-        summary = await import_file(sessionmaker, shared("bad_records.mrc"), actor=SYSTEM)
+        summary = await import_file(sessionmaker, marc_file("bad_records.mrc"), actor=SYSTEM)
         assert summary.created == 1
         assert summary.unchanged == 1  # the good record appears twice
         assert len(summary.errors) == 7
@@ -52,7 +42,7 @@ class TestImportFile:
     async def test_invalid_utf8_imports_with_a_warning(
         self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
     ) -> None:
-        summary = await import_file(sessionmaker, shared("utf8_invalid.mrc"), actor=SYSTEM)
+        summary = await import_file(sessionmaker, marc_file("utf8_invalid.mrc"), actor=SYSTEM)
         assert summary.created == 1
         assert summary.errors == []
         assert summary.warnings
@@ -61,7 +51,7 @@ class TestImportFile:
     async def test_marc8_diacritics_export_as_utf8(
         self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
     ) -> None:
-        await import_file(sessionmaker, shared("marc8.dat"), actor=SYSTEM)
+        await import_file(sessionmaker, marc_file("marc8.dat"), actor=SYSTEM)
         bib = await session.scalar(select(Bib).where(Bib.control_number == "2"))
         assert bib is not None
         exported = marc_export.export_one(
@@ -74,15 +64,15 @@ class TestImportFile:
     async def test_marcxml_and_reimport_does_not_duplicate(
         self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
     ) -> None:
-        first = await import_file(sessionmaker, shared("batch.xml"), actor=SYSTEM)
+        first = await import_file(sessionmaker, marc_file("batch.xml"), actor=SYSTEM)
         assert (first.created, first.updated, first.unchanged) == (2, 0, 0)
-        again = await import_file(sessionmaker, shared("batch.xml"), actor=SYSTEM)
+        again = await import_file(sessionmaker, marc_file("batch.xml"), actor=SYSTEM)
         assert (again.created, again.updated, again.unchanged) == (0, 0, 2)
 
     async def test_a_changed_record_updates_its_bib(
         self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
     ) -> None:
-        source = shared("marc.dat").read_bytes()
+        source = marc_file("marc.dat").read_bytes()
         await import_file(sessionmaker, io.BytesIO(source), actor=SYSTEM)
         record = next(iter_marc(io.BytesIO(source))).record
         assert record is not None
@@ -98,7 +88,7 @@ class TestImportFile:
     async def test_isbn_matches_a_record_without_control_number(
         self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
     ) -> None:
-        record = next(iter_marc(shared("marc.dat"))).record
+        record = next(iter_marc(marc_file("marc.dat"))).record
         assert record is not None
         isbn = record["020"]["a"]
         record.remove_fields("001", "003")
@@ -114,11 +104,11 @@ class TestImportFile:
         branch = await make_branch(session)
         await session.commit()
         summary = await import_file(
-            sessionmaker, shared("marc.dat"), actor=SYSTEM, items_branch=branch.code
+            sessionmaker, marc_file("marc.dat"), actor=SYSTEM, items_branch=branch.code
         )
         assert summary.items_created == 20
         again = await import_file(
-            sessionmaker, shared("marc.dat"), actor=SYSTEM, items_branch=branch.code
+            sessionmaker, marc_file("marc.dat"), actor=SYSTEM, items_branch=branch.code
         )
         assert again.items_created == 0
         items = await session.scalar(
@@ -131,7 +121,7 @@ class TestImportFile:
     ) -> None:
         branch = await make_branch(session)
         await session.commit()
-        record = next(iter_marc(shared("marc.dat"))).record
+        record = next(iter_marc(marc_file("marc.dat"))).record
         assert record is not None
         record.add_field(
             pymarc.Field(
@@ -187,7 +177,7 @@ class TestRoundTrip:
         self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
     ) -> None:
         first = await import_file(
-            sessionmaker, shared("loc-books-2016-sample-10k.mrc"), actor=SYSTEM
+            sessionmaker, marc_file("loc-books-2016-sample-10k.mrc"), actor=SYSTEM
         )
         assert first.read == 10_000
         assert first.created + first.unchanged == 10_000 - len(first.errors)
@@ -223,7 +213,7 @@ class TestExportApi:
         self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession,
         client: httpx.AsyncClient,
     ) -> None:  # fmt: skip
-        await import_file(sessionmaker, shared("diacritic.dat"), actor=SYSTEM)
+        await import_file(sessionmaker, marc_file("diacritic.dat"), actor=SYSTEM)
         bib = await session.scalar(select(Bib).where(Bib.control_number == "17091269"))
         assert bib is not None
         stored = await marc_export.require_bib_with_source(session, bib.id)

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import MARC_DIR
 from shelfmark.interop import marc_prepare
 from shelfmark.interop.marc_prepare import PreparedBatch, prepare, prepared_batches
 from shelfmark.interop.marc_read import MarcFileError
-
-MARC_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "marc"
 
 
 @pytest.fixture

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-MARC_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "marc"
+import conftest
+
 # database -> {query: rank of the expected record, or None when it is not in the top 20}
 JUDGED_RANKS = pytest.StashKey[dict[str, dict[str, int | None]]]()
 
@@ -20,17 +20,7 @@ def judged_ranks(request: pytest.FixtureRequest) -> dict[str, dict[str, int | No
 
 @pytest.fixture(scope="session")
 def marc_file() -> Callable[[str], Path]:
-    return shared
-
-
-def shared(name: str) -> Path:
-    """A file of ../shared/data/marc: skipped without it, a failure under CI=true."""
-    path = MARC_DIR / name
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing (CI=true: ../shared must be beside the checkout)")
-        pytest.skip(f"{path} is missing: ../shared/data/marc is not beside this checkout")
-    return path
+    return conftest.marc_file
 
 
 def pytest_terminal_summary(

@@ -123,12 +123,18 @@ class _FormValues(HTMLParser):
             self.values[self._textarea] += data
 
 
-async def _edit(client: httpx.AsyncClient, url: str, **changes: str) -> None:
+async def _form_values(client: httpx.AsyncClient, url: str) -> dict[str, str]:
+    """What an edit form at `url` would post unchanged."""
     form = await client.get(url, headers=HTML)
     assert form.status_code == 200
     parser = _FormValues()
     parser.feed(form.text)
-    edited = await client.post(url, data=parser.values | changes, headers=HTML)
+    return parser.values
+
+
+async def _edit(client: httpx.AsyncClient, url: str, **changes: str) -> None:
+    values = await _form_values(client, url)
+    edited = await client.post(url, data=values | changes, headers=HTML)
     assert edited.status_code in {302, 303}, edited.text[:2000]
 
 
@@ -168,12 +174,10 @@ async def test_a_bib_edit_is_checked_by_the_api_s_rules(
     await session.commit()
     await log_in(client, admin.username)
     url = f"/admin/bib/edit/{bib.id}"
-    form = await client.get(url, headers=HTML)
-    parser = _FormValues()
-    parser.feed(form.text)
+    values = await _form_values(client, url)
 
     refused = await client.post(
-        url, data=parser.values | {"contributors": '[{"role": "author"}]'}, headers=HTML
+        url, data=values | {"contributors": '[{"role": "author"}]'}, headers=HTML
     )
     assert refused.status_code == 400
     assert "contributors.0.name" in refused.text
@@ -198,11 +202,9 @@ async def test_circulation_statuses_are_not_set_or_cleared_by_an_item_edit(
     await session.commit()
     await log_in(client, admin.username)
     url = f"/admin/item/edit/{item.id}"
-    form = await client.get(url, headers=HTML)
-    parser = _FormValues()
-    parser.feed(form.text)
+    values = await _form_values(client, url)
 
-    refused = await client.post(url, data=parser.values | {"status": "on_loan"}, headers=HTML)
+    refused = await client.post(url, data=values | {"status": "on_loan"}, headers=HTML)
     assert refused.status_code == 400
     assert "is set by checkouts, checkins and holds" in refused.text
     assert (await client.get(f"/api/v1/items/{item.id}")).json()["status"] == "available"

@@ -362,12 +362,17 @@ def check_manual_status(item: Item, status: str) -> None:
         )
 
 
+def check_initial_status(status: str) -> None:
+    """A new copy starts in a shelf state, never in one that circulation owns."""
+    if status in CIRCULATION_STATUSES:
+        raise ItemInCirculation(f"A new item cannot start {status.replace('_', ' ')}.")
+
+
 async def create_item(
     session: AsyncSession, *, actor: Actor, data: ItemCreate, now: datetime | None = None
 ) -> Item:
     require_staff(actor)
-    if data.status in CIRCULATION_STATUSES:
-        raise ItemInCirculation(f"A new item cannot start {data.status.replace('_', ' ')}.")
+    check_initial_status(data.status)
     await require_bib(session, data.bib_id)
     branch = await require_branch_by_code(session, data.branch)
     values = data.model_dump(exclude={"branch"})

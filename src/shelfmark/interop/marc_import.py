@@ -25,10 +25,10 @@ from shelfmark.auth.roles import Actor, require_staff
 from shelfmark.cache import SEARCH_CATALOG_KEY, bib_key, invalidate
 from shelfmark.catalog.models import Bib, BibIsbn, Branch, Item
 from shelfmark.catalog.service import require_branch_by_code
-from shelfmark.db import session_scope, utcnow
+from shelfmark.db import insert_rows, session_scope, utcnow
 from shelfmark.interop.marc_map import HoldingData
 from shelfmark.interop.marc_prepare import Incoming, PreparedBatch, prepared_batches
-from shelfmark.search.index import index_bibs, index_prepared, insert_rows
+from shelfmark.search.index import index_bibs, index_prepared
 
 BATCH_SIZE = 500
 _BIBS = cast(Table, Bib.__table__)

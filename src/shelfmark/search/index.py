@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, UOWTransaction
 
 from shelfmark.cache import SEARCH_AVAILABILITY_KEY, SEARCH_CATALOG_KEY, invalidate
 from shelfmark.catalog.models import Bib, Item
+from shelfmark.db import insert_rows
 from shelfmark.search.models import BibSearch, BibSearchSubject, bib_search_terms
 from shelfmark.search.text import IndexRow, index_row, index_terms
 
@@ -108,50 +109,6 @@ _ADD_TERMS_PG = text(
     _ADD_TERMS.format(words="unnest(CAST(:terms AS varchar[])) AS words(word)")
 ).bindparams(bindparam("terms", type_=ARRAY(String)))
 _ADD_TERMS_SQLITE = text(_ADD_TERMS.format(words="(SELECT value AS word FROM json_each(:terms))"))
-
-
-async def insert_rows(
-    session: AsyncSession, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> None:
-    """Insert complete rows (tuples of Python values in `columns` order, as SQLAlchemy
-    would take them) in the session's transaction, by the fastest bulk path of the database.
-
-    PostgreSQL: binary COPY on the asyncpg connection (copy_records_to_table); SQLite: one
-    prepared INSERT run by the driver's executemany. Either skips SQLAlchemy's per-row
-    parameter handling, which cost more than the database's work; the columns' own bind
-    processing (JSON, UTC datetimes) is applied here, once per value that needs it.
-    """
-    if not rows:
-        return
-    connection = await session.connection()
-    dialect = connection.dialect
-    processors = [
-        (position, processor)
-        for position, name in enumerate(columns)
-        if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-    ]
-    if processors:
-        processed = []
-        for row in rows:
-            values = list(row)
-            for position, processor in processors:
-                values[position] = processor(values[position])
-            processed.append(tuple(values))
-        rows = processed
-    if dialect.name == "postgresql":
-        raw = await connection.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-        if not driver.is_in_transaction():
-            await connection.exec_driver_sql("SELECT 1")  # SQLAlchemy begins lazily
-        await driver.copy_records_to_table(table.name, records=rows, columns=list(columns))
-        return
-    names = ", ".join(f'"{name}"' for name in columns)
-    marks = ", ".join("?" * len(columns))
-    await connection.exec_driver_sql(
-        f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',  # noqa: S608 - names, not data
-        rows,
-    )
 
 
 async def reindex_all(session: AsyncSession, *, batch_size: int = REINDEX_BATCH) -> int:
