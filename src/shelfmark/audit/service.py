@@ -12,6 +12,7 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shelfmark import hotpath
 from shelfmark.audit.models import AuditEvent
 from shelfmark.auth.roles import Actor, require_admin
 from shelfmark.db import utcnow
@@ -95,7 +96,7 @@ async def record_now(
         actor=actor, action=action, object_type=object_type, object_id=object_id,
         changes=changes, now=now,
     )  # fmt: skip
-    await session.execute(_INSERT_EVENT, values)
+    await hotpath.rows(session, _INSERT_EVENT, values)
 
 
 @dataclass(frozen=True, slots=True)

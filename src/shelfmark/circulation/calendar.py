@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
+from shelfmark import hotpath
 from shelfmark.audit import service as audit
 from shelfmark.auth.roles import Actor, require_staff
 from shelfmark.catalog import service as catalog_service
@@ -96,8 +97,8 @@ _CLOSED_DAYS = select(ClosedDay.first_day, ClosedDay.last_day, ClosedDay.yearly)
 
 
 async def calendar_for(session: AsyncSession, branch: Branch) -> Calendar:
-    rows = (await session.execute(_CLOSED_DAYS, {"branch_id": branch.id})).all()
-    closures = tuple(Closure(r.first_day, r.last_day, r.yearly) for r in rows)
+    rows = await hotpath.rows(session, _CLOSED_DAYS, {"branch_id": branch.id})
+    closures = tuple(Closure(r["first_day"], r["last_day"], r["yearly"]) for r in rows)
     return Calendar(closures=closures, open_weekdays=open_weekdays(branch))
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, joinedload
 from sqlalchemy.orm.interfaces import ORMOption
 
-from shelfmark import events
+from shelfmark import events, hotpath
 from shelfmark.audit import service as audit
 from shelfmark.auth.roles import Actor
 from shelfmark.catalog import service as catalog_service
@@ -64,6 +64,15 @@ class Routing:
     next: NextStep
     hold: Hold | None = None
     transit_to: Branch | None = None
+
+    @property
+    def status(self) -> str:
+        """The copy's status once routed; the caller sets it (with whatever else it writes
+        to the copy's row: a checkin, the time it was seen)."""
+        return _ROUTED_STATUS[self.next]
+
+
+_ROUTED_STATUS = {"reshelve": "available", "hold_shelf": "on_hold_shelf", "transit": "in_transit"}
 
 
 def _event(name: str, hold: Hold, *, at: datetime, **extra: object) -> events.Event:
@@ -269,6 +278,16 @@ _WAITING_HOLDS = _LOCK_HOLDS.where(
     Hold.status == "waiting",
     or_(Hold.level == "title", Hold.item_id == bindparam("item_id")),
 ).order_by(Hold.id)
+# Most copies come back to no waiting hold: that is asked first, on the hot path (`hotpath`).
+_ANY_WAITING = select(
+    exists()
+    .where(
+        Hold.bib_id == bindparam("bib_id"),
+        Hold.status == "waiting",
+        or_(Hold.level == "title", Hold.item_id == bindparam("item_id")),
+    )
+    .label("waiting")
+)
 _ACTIVE_HOLD = _LOCK_HOLDS.where(
     Hold.patron_id == bindparam("patron_id"),
     Hold.bib_id == bindparam("bib_id"),
@@ -294,7 +313,6 @@ async def _make_ready(session: AsyncSession, *, hold: Hold, item: Item, now: dat
     until = now.date() + timedelta(days=rule.hold_pickup_days)
     hold.status, hold.item_id, hold.ready_at = "ready", item.id, now
     hold.ready_until = end_of_open_day(day=until, calendar=calendar)
-    item.status = "on_hold_shelf"
     await notices.announce(
         session, kind="hold-ready", patron_id=hold.patron_id, object_id=hold.id, now=now
     )
@@ -309,7 +327,6 @@ async def _trap(
         return Routing("hold_shelf", hold)
     hold.status, hold.item_id = "in_transit", item.id
     hold.ready_at = hold.ready_until = None
-    item.status = "in_transit"
     events.publish(session, _event("hold.in_transit", hold, at=now, item_barcode=item.barcode))
     return Routing("transit", hold, hold.pickup_branch)
 
@@ -318,10 +335,13 @@ async def route_item(
     session: AsyncSession, *, item: Item, at_branch: Branch, now: datetime
 ) -> Routing:
     """Trap a free copy in hand at `at_branch` for the first waiting hold it may serve, or
-    send it home, or back on the shelf. The copy's row must be locked."""
+    send it home, or back on the shelf. The copy's row must be locked; the caller sets the
+    routing's status on it."""
     holdable: dict[int, bool] = {}  # by patron category
-    waiting = await session.scalars(_WAITING_HOLDS, {"bib_id": item.bib_id, "item_id": item.id})
-    for hold in waiting.unique():
+    params = {"bib_id": item.bib_id, "item_id": item.id}
+    (found,) = await hotpath.rows(session, _ANY_WAITING, params)
+    waiting = await session.scalars(_WAITING_HOLDS, params) if found["waiting"] else None
+    for hold in waiting.unique() if waiting is not None else ():
         category_id = hold.patron.category_id
         if category_id not in holdable:
             rule = await rules.rule_for(
@@ -332,9 +352,7 @@ async def route_item(
         if holdable[category_id]:
             return await _trap(session, hold=hold, item=item, at_branch=at_branch, now=now)
     if at_branch.id == item.branch_id:
-        item.status = "available"
         return Routing("reshelve")
-    item.status = "in_transit"
     return Routing("transit", None, item.branch)
 
 
@@ -342,17 +360,15 @@ async def route_on_checkin(
     session: AsyncSession, *, item: Item, at_branch: Branch, now: datetime
 ) -> Routing:
     """A copy already trapped goes on (or stays on) its hold's shelf, or on to its pickup
-    branch; any other copy is routed afresh."""
+    branch; any other copy is routed afresh. The caller sets the routing's status on it."""
     hold = await trapped_hold(session, item)
     if hold is None:
         return await route_item(session, item=item, at_branch=at_branch, now=now)
     if hold.pickup_branch_id == at_branch.id:
         if hold.status == "in_transit":
             await _make_ready(session, hold=hold, item=item, now=now)
-        item.status = "on_hold_shelf"
         return Routing("hold_shelf", hold)
     hold.status, hold.ready_at, hold.ready_until = "in_transit", None, None
-    item.status = "in_transit"
     return Routing("transit", hold, hold.pickup_branch)
 
 
@@ -396,7 +412,8 @@ async def cancel_hold(session: AsyncSession, *, actor: Actor, hold_id: int, now:
     was_ready = hold.status == "ready"
     hold.status, hold.closed_at = "cancelled", now
     if was_ready and item is not None:
-        await route_item(session, item=item, at_branch=hold.pickup_branch, now=now)
+        routing = await route_item(session, item=item, at_branch=hold.pickup_branch, now=now)
+        item.status = routing.status
     await session.flush()
     await audit.record(
         session, actor=actor, action="hold.cancel", object_type="hold", object_id=hold.id,
@@ -425,7 +442,8 @@ async def expire_holds(session: AsyncSession, *, now: datetime) -> list[Hold]:
             session, kind="hold-expired", patron_id=hold.patron_id, object_id=hold.id, now=now
         )
         if item is not None:
-            await route_item(session, item=item, at_branch=hold.pickup_branch, now=now)
+            routing = await route_item(session, item=item, at_branch=hold.pickup_branch, now=now)
+            item.status = routing.status
         events.publish(session, _event("hold.expired", hold, at=now))
         expired.append(hold)
     await session.flush()

@@ -21,6 +21,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     null,
     select,
 )
@@ -29,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, make_transient_to_detached
 from sqlalchemy.orm.interfaces import ORMOption
 
-from shelfmark import events
+from shelfmark import events, hotpath
 from shelfmark.audit import service as audit
 from shelfmark.auth.roles import Actor, require_staff
 from shelfmark.catalog import service as catalog_service
@@ -61,20 +62,22 @@ from shelfmark.circulation.standing import (
 )
 from shelfmark.errors import Forbidden
 from shelfmark.patrons import service as patrons_service
-from shelfmark.patrons.models import Patron
+from shelfmark.patrons.models import Patron, PatronCategory
 
 LOAN_LOAD: tuple[ORMOption, ...] = (
     joinedload(Loan.item, innerjoin=True),
     joinedload(Loan.patron),  # an outer join: an anonymised loan names no patron
     joinedload(Loan.branch, innerjoin=True),
 )
-BORROWER_LOAD = joinedload(Loan.patron, innerjoin=True).joinedload(Patron.category, innerjoin=True)
-# Built once: every checkin runs it (building costs more CPU than executing).
-_OPEN_LOAN = (
-    select(Loan)
-    .options(BORROWER_LOAD)
+# Built once: every checkin runs it, on the hot path (see `hotpath`).
+_LOAN = hotpath.Loader(Loan)
+_BORROWER = hotpath.Loader(Patron, prefix="borrower__")
+_BORROWER_CATEGORY = hotpath.Loader(PatronCategory, prefix="category__")
+_OPEN_LOAN: Select[Any] = (
+    select(*_LOAN.columns, *_BORROWER.columns, *_BORROWER_CATEGORY.columns)
+    .join_from(Loan, Patron, Loan.patron_id == Patron.id)
+    .join(PatronCategory, Patron.category_id == PatronCategory.id)
     .where(Loan.item_id == bindparam("item_id"), Loan.returned_at.is_(None))
-    .execution_options(populate_existing=True)
 )
 _LOANS = cast(Table, Loan.__table__)
 _INSERT_LOAN = insert(_LOANS).returning(_LOANS.c.id)
@@ -89,10 +92,15 @@ def _event(name: str, loan: Loan, *, branch: str, at: datetime, **extra: object)
     return events.Event(name, at=at, payload=payload | extra)
 
 
-async def _open_loan(session: AsyncSession, item_id: int) -> Loan | None:
-    """The copy's open loan, with its patron and their category (an open loan always names
-    its patron)."""
-    return await session.scalar(_OPEN_LOAN, {"item_id": item_id})
+async def _open_loan(session: AsyncSession, item: Item) -> Loan | None:
+    """The copy's open loan, with the copy, its patron and their category (an open loan
+    always names its patron)."""
+    found = await hotpath.rows(session, _OPEN_LOAN, {"item_id": item.id})
+    if not found:
+        return None
+    category = _BORROWER_CATEGORY.instance(session, found[0])
+    patron = _BORROWER.instance(session, found[0], category=category)
+    return _LOAN.instance(session, found[0], patron=patron, item=item)
 
 
 async def _loan_rule(
@@ -137,7 +145,7 @@ def _checkout_facts_query(*, with_balance: bool, count: bool, of_type: bool) -> 
     has_hold = exists().where(
         Hold.patron_id == bindparam("patron_id"),
         Hold.bib_id == bindparam("bib_id"),
-        Hold.status.in_(ACTIVE_HOLD_STATUSES),
+        Hold.status.in_([literal(status) for status in ACTIVE_HOLD_STATUSES]),  # see hotpath
     )
     return select(
         blocked.label("blocked"), balance.label("balance"), on_loan.label("on_loan"),
@@ -156,10 +164,10 @@ async def _checkout_facts(
         "patron_id": patron.id, "item_id": item.id, "bib_id": item.bib_id,
         "item_type": rule.item_type,
     }  # fmt: skip
-    row = (await session.execute(query, params)).one()
+    (row,) = await hotpath.rows(session, query, params)
     return _CheckoutFacts(
-        standing=standing_of(row), on_loan=bool(row.on_loan),
-        loans=None if row.loans is None else int(row.loans), has_hold=bool(row.has_hold),
+        standing=standing_of(row), on_loan=bool(row["on_loan"]),
+        loans=None if row["loans"] is None else int(row["loans"]), has_hold=bool(row["has_hold"]),
     )  # fmt: skip
 
 
@@ -224,7 +232,7 @@ async def check_out(
     loan = await _insert_loan(
         session, item=item, patron=patron, branch=branch, due_at=due_at, now=now
     )
-    item.status, item.last_seen_at = "on_loan", now
+    await hotpath.update_row(session, item, {"status": "on_loan", "last_seen_at": now})
     hold = None
     if facts.has_hold:
         hold = await holds.fulfil_on_checkout(
@@ -254,10 +262,10 @@ async def _insert_loan(
         "lost_at": None,
     }  # fmt: skip
     try:
-        loan_id = (await session.execute(_INSERT_LOAN, values)).scalar_one()
+        (inserted,) = await hotpath.rows(session, _INSERT_LOAN, values)
     except IntegrityError as exc:
         raise ItemOnLoan(f"Item {item.barcode} is on loan.", status="on_loan") from exc
-    loan = Loan(id=loan_id, **values)
+    loan = Loan(id=inserted["id"], **values)
     loan.item, loan.patron, loan.branch = item, patron, branch
     make_transient_to_detached(loan)  # as if loaded: persistent once added, nothing to flush
     session.add(loan)
@@ -300,9 +308,9 @@ async def _close_loan(
     lost if it was; a lost item coming back has its lost fee waived. `loan.patron` must be
     loaded with its category."""
     patron = loan.borrower
-    loan.item = item
-    loan.branch = await catalog_service.require_branch(session, loan.branch_id)
-    loan.returned_at = now
+    branch = await catalog_service.require_branch(session, loan.branch_id)
+    hotpath.relate(loan, branch=branch)
+    await hotpath.update_row(session, loan, {"returned_at": now})
     until = min(now, loan.lost_at) if loan.lost_at is not None else now
     fee = None
     # Back by the due date, it owes nothing (`days_late` is 0): the rule and the calendar
@@ -330,15 +338,16 @@ async def check_in(
     at_branch = item.branch
     if data.branch is not None:
         at_branch = await catalog_service.require_branch_by_code(session, data.branch)
-    loan = await _open_loan(session, item.id)
+    loan = await _open_loan(session, item)
     fee = None
     if loan is not None:
         fee = await _close_loan(session, loan=loan, item=item, at_branch=at_branch, now=now)
-    item.last_seen_at = now
     if item.status == "withdrawn":
         routing = Routing("reshelve")  # out of circulation: never trapped, status kept
+        await hotpath.update_row(session, item, {"last_seen_at": now})
     else:
         routing = await holds.route_on_checkin(session, item=item, at_branch=at_branch, now=now)
+        await hotpath.update_row(session, item, {"status": routing.status, "last_seen_at": now})
     await audit.record_now(
         session, actor=actor, action="item.checkin", object_type="item", object_id=item.id,
         changes={

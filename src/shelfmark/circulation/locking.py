@@ -8,40 +8,49 @@ other but never deadlock. The unique indexes stay the last word should a path fo
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload
+from collections.abc import Mapping
+from typing import Any
 
+from sqlalchemy import Select, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shelfmark import hotpath
 from shelfmark.catalog.errors import BibNotFound, ItemNotFound
-from shelfmark.catalog.models import Bib, Item
+from shelfmark.catalog.models import Bib, Branch, Item
 from shelfmark.circulation.errors import HoldNotFound, LoanNotFound
 from shelfmark.circulation.models import Hold, Loan
 from shelfmark.errors import Conflict
 
-# Built once: every desk action runs one of these, and building a statement (and its cache
-# key) costs more CPU than executing it.
-_LOCK_ITEM = (
-    select(Item)
-    .options(joinedload(Item.branch, innerjoin=True))
+# Built once: every desk action runs one of these (on the hot path: see `hotpath`).
+ITEM = hotpath.Loader(Item)
+ITEM_BRANCH = hotpath.Loader(Branch, prefix="branch__")
+_LOCK_ITEM: Select[Any] = (
+    select(*ITEM.columns, *ITEM_BRANCH.columns)
+    .join_from(Item, Branch, Item.branch_id == Branch.id)
     .with_for_update(of=Item)
-    .execution_options(populate_existing=True)
 )
 _LOCK_ITEM_BY_BARCODE = _LOCK_ITEM.where(Item.barcode == bindparam("barcode"))
 _LOCK_ITEM_BY_ID = _LOCK_ITEM.where(Item.id == bindparam("item_id"))
 
 
+def item_of(session: AsyncSession, row: Mapping[str, Any]) -> Item:
+    """The copy of a row holding `ITEM` and `ITEM_BRANCH`'s columns, with its branch."""
+    branch = ITEM_BRANCH.instance(session, row)
+    return ITEM.instance(session, row, branch=branch)
+
+
 async def lock_item_by_barcode(session: AsyncSession, barcode: str) -> Item:
-    item = await session.scalar(_LOCK_ITEM_BY_BARCODE, {"barcode": barcode})
-    if item is None:
+    found = await hotpath.rows(session, _LOCK_ITEM_BY_BARCODE, {"barcode": barcode})
+    if not found:
         raise ItemNotFound(f"There is no item with barcode {barcode!r}.")
-    return item
+    return item_of(session, found[0])
 
 
 async def lock_item(session: AsyncSession, item_id: int) -> Item:
-    item = await session.scalar(_LOCK_ITEM_BY_ID, {"item_id": item_id})
-    if item is None:
+    found = await hotpath.rows(session, _LOCK_ITEM_BY_ID, {"item_id": item_id})
+    if not found:
         raise ItemNotFound(f"There is no item with id {item_id}.")
-    return item
+    return item_of(session, found[0])
 
 
 async def lock_bib(session: AsyncSession, bib_id: int) -> None:

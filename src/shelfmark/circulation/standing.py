@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -44,16 +44,16 @@ def _standing_query(*, with_balance: bool) -> Select[Any]:
     return select(blocked.label("blocked"), balance.label("balance"))
 
 
-def standing_of(row: Any) -> Standing:
+def standing_of(row: Mapping[str, Any]) -> Standing:
     """The `Standing` from a row holding the `standing_columns` as `blocked` and `balance`."""
-    balance = None if row.balance is None else fees.money(Decimal(row.balance))
-    return Standing(blocked=bool(row.blocked), balance=balance)
+    balance = None if row["balance"] is None else fees.money(Decimal(row["balance"]))
+    return Standing(blocked=bool(row["blocked"]), balance=balance)
 
 
 async def read_standing(session: AsyncSession, patron: Patron) -> Standing:
     """`patron.category` must be loaded."""
     query = _standing_query(with_balance=patron.category.fee_block_threshold is not None)
-    return standing_of((await session.execute(query, {"patron_id": patron.id})).one())
+    return standing_of((await session.execute(query, {"patron_id": patron.id})).mappings().one())
 
 
 async def patron_refusals(

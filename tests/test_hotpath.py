@@ -1,0 +1,158 @@
+"""The desk's hot path (`shelfmark.hotpath`): statements on the driver's connection inside
+the session's transaction, instances loaded from rows, rows updated without the flush."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Table, bindparam, func, insert, inspect, literal, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from factories import make_branch, make_item
+from shelfmark import hotpath
+from shelfmark.catalog.models import Branch, Item
+from shelfmark.circulation import locking
+from shelfmark.db import create_engine, create_sessionmaker
+from shelfmark.settings import Settings
+
+BRANCHES = Branch.__table__
+assert isinstance(BRANCHES, Table)
+_INSERT_BRANCH = insert(BRANCHES)
+_COUNT_BRANCHES = select(func.count().label("n")).where(Branch.code == bindparam("code"))
+_ITEM_STATUS = select(Item.status, Item.updated_at).where(Item.id == bindparam("item_id"))
+_XACT_LOCK = select(func.pg_advisory_xact_lock(bindparam("key")).label("locked"))
+_TRY_LOCK = select(func.pg_try_advisory_lock(bindparam("key")).label("got"))
+_UNLOCK = select(func.pg_advisory_unlock(bindparam("key")).label("freed"))
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def branch_values(code: str) -> dict[str, object]:
+    return {
+        "code": code, "name": f"Branch {code}", "address": None, "opening_hours": {"mon": "9-5"},
+        "created_at": NOW, "updated_at": NOW,
+    }  # fmt: skip
+
+
+@pytest.fixture
+async def own_engine(settings: Settings, engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """Sessions as the server makes them, each on a connection of its own from the pool
+    (the suite's sessions join the test's transaction, which has always begun)."""
+    own = create_engine(settings, pool_size=3, max_overflow=0, pool_timeout=5)
+    yield own
+    await own.dispose()
+
+
+async def test_a_first_statement_begins_the_session_s_transaction(
+    own_engine: AsyncEngine,
+) -> None:
+    """A write sent first, past SQLAlchemy, is still undone by the session's rollback."""
+    maker = create_sessionmaker(own_engine)
+    async with maker() as session:
+        await hotpath.rows(session, _INSERT_BRANCH, branch_values("HOT-ROLLBACK"))
+        inside = await hotpath.rows(session, _COUNT_BRANCHES, {"code": "HOT-ROLLBACK"})
+        assert inside[0]["n"] == 1
+        await session.rollback()
+    async with maker() as session:
+        after = await hotpath.rows(session, _COUNT_BRANCHES, {"code": "HOT-ROLLBACK"})
+        assert after[0]["n"] == 0
+
+
+@pytest.mark.postgres_only
+async def test_a_lock_taken_first_is_held_until_the_session_commits(
+    own_engine: AsyncEngine,
+) -> None:
+    maker = create_sessionmaker(own_engine)
+    key = {"key": 424242}
+    async with maker() as holder, maker() as other:
+        await hotpath.rows(holder, _XACT_LOCK, key)
+        async with own_engine.connect() as probe:
+            got = (await probe.execute(_TRY_LOCK, key)).scalar_one()
+            assert got is False  # still held: the statement ran in the open transaction
+        await holder.commit()
+        got = (await hotpath.rows(other, _TRY_LOCK, key))[0]["got"]
+        assert got is True
+        await hotpath.rows(other, _UNLOCK, key)
+        await other.commit()
+
+
+async def test_a_loaded_instance_is_in_the_session_and_clean(session: AsyncSession) -> None:
+    item = await make_item(session)
+    await session.commit()
+    barcode, branch_code = item.barcode, item.branch.code
+    session.expunge_all()
+    locked = await locking.lock_item_by_barcode(session, barcode)
+    state = inspect(locked)
+    assert state.persistent
+    assert not state.modified
+    assert locked in session
+    assert locked.branch.code == branch_code
+    assert await session.get(Item, locked.id) is locked
+    assert not session.dirty
+    assert not session.new
+
+
+async def test_a_held_instance_is_refreshed_like_populate_existing(session: AsyncSession) -> None:
+    item = await make_item(session, shelfmark="A 1")
+    await session.commit()
+    item.shelfmark = "changed, unflushed"
+    again = await locking.lock_item_by_barcode(session, item.barcode)
+    assert again is item
+    assert item.shelfmark == "A 1"
+    kept = hotpath.Loader(Item, refresh=False)
+    query = select(*kept.columns).where(Item.id == bindparam("item_id"))
+    item.shelfmark = "changed again"
+    (row,) = await hotpath.rows(session, query, {"item_id": item.id})
+    assert kept.instance(session, row) is item
+    assert item.shelfmark == "changed again"
+
+
+async def test_update_row_writes_at_once_and_leaves_nothing_to_flush(
+    session: AsyncSession,
+) -> None:
+    item = await make_item(session)
+    await session.commit()
+    before = item.updated_at
+    await hotpath.update_row(session, item, {"status": "missing", "last_seen_at": NOW})
+    assert item.status == "missing"
+    assert item.last_seen_at == NOW
+    assert item.updated_at > before  # set by the row's own rule, as a flush would
+    assert not inspect(item).modified
+    assert not session.dirty
+    (row,) = await hotpath.rows(session, _ITEM_STATUS, {"item_id": item.id})
+    assert row["status"] == "missing"
+    assert row["updated_at"] == item.updated_at
+
+
+async def test_a_violated_constraint_is_sqlalchemy_s_integrity_error(
+    session: AsyncSession,
+) -> None:
+    branch = await make_branch(session)
+    await session.commit()
+    with pytest.raises(IntegrityError):
+        await hotpath.rows(session, _INSERT_BRANCH, branch_values(branch.code))
+
+
+async def test_values_are_bound_as_their_columns_bind_them(session: AsyncSession) -> None:
+    """JSON is serialised, UTC times are sent as such (the columns' bind processing)."""
+    await hotpath.rows(session, _INSERT_BRANCH, branch_values("HOT-JSON"))
+    query = select(Branch.opening_hours, Branch.created_at).where(Branch.code == "HOT-JSON")
+    row = (await session.execute(query)).one()
+    assert row.opening_hours == {"mon": "9-5"}
+    assert row.created_at == NOW
+
+
+def test_statements_the_driver_cannot_run_as_compiled_are_refused() -> None:
+    dialect = postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]
+    expanding = select(Item.id).where(Item.status.in_(["lost", "missing"]))
+    with pytest.raises(TypeError, match="expanding IN"):
+        hotpath.compiled(expanding, dialect, {})
+    constant = select(Item.id).where(Item.status.in_([literal("lost"), literal("missing")]))
+    assert hotpath.compiled(constant, dialect, {}).defaults  # its values go with it
+    values = branch_values("X")
+    del values["created_at"]  # a Python-side default the driver would not compute
+    with pytest.raises(TypeError, match="every value"):
+        hotpath.compiled(_INSERT_BRANCH, dialect, values)
