@@ -8,8 +8,10 @@ PORT ?= 8000
 
 run: install migrate demo serve  ## install, migrate, load the demo catalog and serve
 
+# Compiled to bytecode at install: nothing else writes it where PYTHONDONTWRITEBYTECODE is set,
+# and every fresh process (the MARC import's children, say) then compiles what it imports.
 install: $(UV)
-	$(UV) sync --locked
+	$(UV) sync --locked --compile-bytecode
 
 .tools/bin/uv:
 	python3 -m venv .tools

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import json
 import unicodedata
 from collections import Counter
 from datetime import date
@@ -38,6 +40,7 @@ from shelfmark.interop.marc import (
     to_marc21,
     to_marcxml,
 )
+from shelfmark.interop.marc_map import MAPPED_TAGS
 
 LOC_SAMPLE = "loc-books-2016-sample-10k.mrc"
 # Fields a bib keeps in its own columns; `source`, `warnings` and `invalid_isbns` are not
@@ -68,8 +71,28 @@ def loc(loc_head: list[ReadResult]) -> dict[str, pymarc.Record]:
     return {r.control_number: r.record for r in loc_head if r.control_number and r.record}
 
 
-def read(data: bytes) -> list[ReadResult]:
-    return list(iter_marc(io.BytesIO(data)))
+def read(data: bytes, *, tags: frozenset[str] | None = None) -> list[ReadResult]:
+    return list(iter_marc(io.BytesIO(data), tags=tags))
+
+
+def as_imported(result: ReadResult) -> tuple[object, ...]:
+    """All that an import takes from a read result."""
+    if result.record is None:
+        return (result.index, result.error, result.control_number)
+    return (
+        result.index, map_record(result.record), map_holdings(result.record), result.marc21(),
+        result.warnings, result.control_number, str(result.record.leader),
+    )  # fmt: skip
+
+
+def with_bytes_in_field(record: bytes, tag: bytes, at: int, new: bytes) -> bytes:
+    """The record with bytes of its field `tag`, from `at` on, replaced by as many `new`."""
+    base = int(record[12:17])
+    for start in range(24, base - 1, 12):
+        if record[start : start + 3] == tag:
+            begin = base + int(record[start + 7 : start + 12]) + at
+            return record[:begin] + new + record[begin + len(new) :]
+    raise AssertionError(f"no field {tag!r}")
 
 
 def only_record(data: bytes) -> pymarc.Record:
@@ -283,6 +306,36 @@ class TestIterMarc:
         assert len(results) == 3
         assert all("no end-of-record mark" in (r.error or "") for r in results)
 
+    def test_reading_only_the_mapped_fields_imports_the_loc_sample_the_same(
+        self, marc_dir: Path
+    ) -> None:
+        path = marc_dir / LOC_SAMPLE
+        parts = iter_marc(path, tags=MAPPED_TAGS)
+        for whole, part in zip(iter_marc(path), parts, strict=True):
+            assert as_imported(part) == as_imported(whole)
+            assert part.record is not None
+            assert part.raw is not None
+            assert {f.tag for f in part.record.fields} <= MAPPED_TAGS
+
+    @pytest.mark.parametrize(
+        ("at", "new", "error", "warning"),
+        [
+            (0, "é".encode(), "bytes that are not ascii", None),  # indicators pymarc refuses
+            (3, "é".encode(), None, "subfield code U+00E9 (é) is not ASCII"),
+        ],
+    )
+    def test_fields_left_unread_still_fail_and_warn_as_when_read(
+        self, marc_dir: Path, at: int, new: bytes, error: str | None, warning: str | None
+    ) -> None:
+        # Field 906 is not mapped: a record that reads only the mapped fields reads it all
+        # when its other fields can fail or warn.
+        data = with_bytes_in_field((marc_dir / "diacritic.dat").read_bytes(), b"906", at, new)
+        [whole], [part] = read(data), read(data, tags=MAPPED_TAGS)
+        assert as_imported(part) == as_imported(whole)
+        assert (whole.error or "").startswith(error or "")
+        assert (warning is None) == (not whole.warnings)
+        assert all(warning in w for w in whole.warnings)
+
     def test_nothing_is_read_before_the_first_record_is_asked_for(self) -> None:
         results = iter_marc(io.BytesIO(b"garbage"))
         with pytest.raises(MarcFileError):
@@ -490,6 +543,25 @@ class TestMapRecord:
         assert len(one.fingerprint()) == 64
         assert dataclasses.replace(one, publication_year=1944).fingerprint() != one.fingerprint()
         assert dataclasses.replace(one, edition="2nd ed.").fingerprint() != one.fingerprint()
+
+    @pytest.mark.parametrize("year", [1943, None])
+    def test_the_fingerprint_is_the_hash_of_its_key_in_json(self, year: int | None) -> None:
+        # Fingerprints are stored: the way they are computed must never change.
+        bib = BibData(
+            title="Le Petit Prince",
+            contributors=(Contributor("Saint-Exupéry, Antoine de", "author"),
+                          Contributor("Ægir  Ødegård", "translator")),
+            publication_year=year,
+            publisher="Reynal & Hitchcock",
+        )  # fmt: skip
+        key = {
+            "title": "le petit prince", "subtitle": "", "year": year,
+            # Æ and Ø have no decomposition: they are only case folded.
+            "contributors": ["saint exupery antoine de", "ægir ødegard"],  # sorted
+            "publisher": "reynal hitchcock", "edition": "",
+        }  # fmt: skip
+        payload = json.dumps(key, sort_keys=True, ensure_ascii=False).encode()
+        assert bib.fingerprint() == hashlib.sha256(payload).hexdigest()
 
 
 class TestMaterialType:
@@ -796,3 +868,5 @@ def test_damaged_files_never_break_reading_or_mapping(
             assert len(bib.fingerprint()) == 64
             rewritten = read(to_marc21([record_from_source(result.record.as_dict())]))
             assert [r.error for r in rewritten] == [None]
+    parts = read(data, tags=MAPPED_TAGS)
+    assert [as_imported(r) for r in parts] == [as_imported(r) for r in results]

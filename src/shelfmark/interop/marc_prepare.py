@@ -16,17 +16,26 @@ What crosses between the processes is plain data (dicts, tuples, bytes), at most
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import multiprocessing
 import os
 import queue
+import sys
+import types
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from shelfmark.interop.marc_map import BibData, HoldingData, map_holdings, map_record
+from shelfmark.interop.marc_map import (
+    MAPPED_TAGS,
+    BibData,
+    HoldingData,
+    map_holdings,
+    map_record,
+)
 from shelfmark.interop.marc_read import ReadResult, iter_marc
 from shelfmark.search.text import IndexRow, index_row
 
@@ -144,7 +153,9 @@ def prepare(
     # garbage collector's full passes cost more than the mapping itself.
     batch = PreparedBatch()
     number = shard
-    for result in iter_marc(source, select=mine if shards > 1 else None):
+    # Only the mapped fields are decoded: the record's own bytes are what is kept of it.
+    selected = mine if shards > 1 else None
+    for result in iter_marc(source, select=selected, tags=MAPPED_TAGS):
         if (result.index - 1) // batch_size != number:
             if batch.read:
                 yield batch
@@ -173,7 +184,8 @@ async def prepared_batches(
             target=_child, args=(str(source), batch_size, batches, shard, shards),
             name=f"shelfmark-marc-prepare-{shard}", daemon=True,
         )  # fmt: skip
-        child.start()
+        with _bare_main():
+            child.start()
         children.append(child)
     try:
         for number in itertools.count():
@@ -195,6 +207,20 @@ async def prepared_batches(
             await asyncio.to_thread(process.join, 10)
         for queue_ in queues:
             queue_.close()
+
+
+@contextlib.contextmanager
+def _bare_main() -> Iterator[None]:
+    """While a child is started, a bare module stands in for `__main__`. A spawned child
+    imports its parent's main module first: the `shelfmark` CLI, and with it the whole app
+    (1.75 s, as long as a 10k-record file's import), or whatever script runs the import.
+    A child needs nothing of it: what it runs is in this module."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def _size(path: Path) -> int:
