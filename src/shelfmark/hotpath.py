@@ -61,6 +61,7 @@ class Compiled:
 
 
 _COMPILED: dict[tuple[int, tuple[str, ...]], Compiled] = {}
+_DRIVER = "hotpath.driver"  # in session.info: (transaction, dialect, adapted, asyncpg's)
 
 
 def compiled(statement: Executable, dialect: Dialect, params: Mapping[str, Any]) -> Compiled:
@@ -104,18 +105,25 @@ async def rows(
     UTC datetimes, decoded JSON), with no result processing of SQLAlchemy's; use it only for
     columns that need none.
     """
-    connection = await session.connection()
-    dialect = connection.dialect
-    if dialect.name != "postgresql":
-        result = await connection.execute(statement, dict(params))
-        return (
-            cast("Sequence[Mapping[str, Any]]", result.mappings().all())
-            if result.returns_rows
-            else ()
-        )
-    raw = await connection.get_raw_connection()
-    adapted: Any = raw.dbapi_connection
-    driver: Any = raw.driver_connection
+    cached = session.info.get(_DRIVER)
+    transaction = session.get_transaction()
+    if cached is not None and cached[0] is transaction:
+        _, dialect, adapted, driver = cached
+    else:
+        connection = await session.connection()
+        dialect = connection.dialect
+        if dialect.name != "postgresql":
+            result = await connection.execute(statement, dict(params))
+            return (
+                cast("Sequence[Mapping[str, Any]]", result.mappings().all())
+                if result.returns_rows
+                else ()
+            )
+        raw = await connection.get_raw_connection()
+        adapted, driver = raw.dbapi_connection, raw.driver_connection
+        # Kept for the transaction's next statements (a new transaction, after a commit
+        # or a rollback, may have another connection).
+        session.info[_DRIVER] = (session.get_transaction(), dialect, adapted, driver)
     # SQLAlchemy begins a transaction with the connection's first statement; this one does
     # not pass through it, so it begins it the same way first (a pinned private method:
     # tests/test_hotpath.py holds the statement to the session's transaction).
