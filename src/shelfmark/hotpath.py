@@ -177,7 +177,11 @@ class Loader(Generic[M]):
         self.model = model
         self._refresh = refresh
         mapper: Mapper[Any] = inspect(model)
+        self._mapper = mapper
         self._new = mapper.class_manager.new_instance
+        self._primary_key = tuple(
+            prefix + mapper.get_property_by_column(c).key for c in mapper.primary_key
+        )
         self._keys = tuple((a.key, prefix + a.key) for a in mapper.column_attrs)
         self.columns: tuple[ColumnElement[Any], ...] = tuple(
             a.columns[0].label(prefix + a.key) for a in mapper.column_attrs
@@ -186,13 +190,23 @@ class Loader(Generic[M]):
     def instance(self, session: AsyncSession, row: Mapping[str, Any], **related: object) -> M:
         """The row's instance in the session (see `adopt`), with `related` instances set
         as its loaded relationships."""
+        identity = tuple(row[k] for k in self._primary_key)
+        held = session.identity_map.get(self._mapper.identity_key_from_primary_key(identity))
+        if held is not None:
+            if self._refresh:
+                for name, label in self._keys:
+                    set_committed_value(held, name, row[label])
+                relate(held, **related)
+            return cast(M, held)
         # As the ORM's loading makes one: no constructor, no attribute events (costly).
         instance = self._new()
         values = instance.__dict__
-        for key, label in self._keys:
-            values[key] = row[label]
+        for name, label in self._keys:
+            values[name] = row[label]
         values.update(related)
-        return adopt(session, cast(M, instance), refresh=self._refresh)
+        make_transient_to_detached(instance)
+        session.add(instance)
+        return cast(M, instance)
 
 
 def relate(instance: object, **related: object) -> None:

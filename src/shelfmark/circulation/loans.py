@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload, make_transient_to_detached
+from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.interfaces import ORMOption
 
 from shelfmark import events, hotpath
@@ -267,9 +267,7 @@ async def _insert_loan(
         raise ItemOnLoan(f"Item {item.barcode} is on loan.", status="on_loan") from exc
     loan = Loan(id=inserted["id"], **values)
     loan.item, loan.patron, loan.branch = item, patron, branch
-    make_transient_to_detached(loan)  # as if loaded: persistent once added, nothing to flush
-    session.add(loan)
-    return loan
+    return hotpath.adopt(session, loan)  # as if loaded: persistent, nothing to flush
 
 
 async def _audit_checkout(
