@@ -3,6 +3,7 @@ the session's transaction, instances loaded from rows, rows updated without the 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -10,7 +11,7 @@ import pytest
 from sqlalchemy import Table, bindparam, func, insert, inspect, literal, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from factories import make_branch, make_item
 from shelfmark import hotpath
@@ -156,3 +157,33 @@ def test_statements_the_driver_cannot_run_as_compiled_are_refused() -> None:
     del values["created_at"]  # a Python-side default the driver would not compute
     with pytest.raises(TypeError, match="every value"):
         hotpath.compiled(_INSERT_BRANCH, dialect, values)
+
+
+async def test_writes_go_together_in_one_statement_on_postgresql(
+    session: AsyncSession, connection: AsyncConnection
+) -> None:
+    first, second = await make_item(session), await make_item(session)
+    await session.commit()
+    sent: list[str] = []
+    driver = (await connection.get_raw_connection()).driver_connection
+    postgresql = connection.dialect.name == "postgresql"
+    if postgresql:
+        driver.add_query_logger(lambda record: sent.append(record.query))
+    await hotpath.write(
+        session,
+        hotpath.updating(first, {"status": "missing"}),
+        hotpath.updating(second, {"shelfmark": "B 2", "last_seen_at": NOW}),
+        hotpath.inserting(BRANCHES, branch_values("HOT-WRITE")),
+    )
+    await asyncio.sleep(0)  # asyncpg logs in a callback
+    if postgresql:
+        assert len(sent) == 1
+        assert sent[0].startswith("WITH w0 AS")
+    assert (first.status, second.shelfmark, second.last_seen_at) == ("missing", "B 2", NOW)
+    assert not session.dirty
+    query = select(Item.id, Item.status, Item.shelfmark).where(Item.id.in_([first.id, second.id]))
+    found = {row.id: (row.status, row.shelfmark) for row in await session.execute(query)}
+    assert found[first.id][0] == "missing"
+    assert found[second.id][1] == "B 2"
+    count = await hotpath.rows(session, _COUNT_BRANCHES, {"code": "HOT-WRITE"})
+    assert count[0]["n"] == 1

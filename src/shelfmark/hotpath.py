@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import Column, Table, bindparam, inspect, update
+from sqlalchemy import Column, Insert, Table, Update, bindparam, insert, inspect, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -216,14 +216,88 @@ def relate(instance: object, **related: object) -> None:
         set_committed_value(instance, name, value)
 
 
+@dataclass(frozen=True, slots=True)
+class Write:
+    """A row for `write` to write: an UPDATE of a loaded instance's row (`updating`) or an
+    INSERT (`inserting`)."""
+
+    table: Table
+    values: Mapping[str, Any]  # by column key
+    instance: object | None = None  # an update's: its primary key, then the values set on it
+    primary_key: Any = None
+
+
+def updating(instance: object, values: Mapping[str, Any]) -> Write:
+    """Set `values` (column attributes) on the instance's row, and the columns that set
+    themselves on every update (`updated_at`)."""
+    mapper: Mapper[Any] = inspect(instance).mapper
+    table = cast(Table, mapper.local_table)
+    values = dict(values)
+    for key, default in _self_updating(table):
+        values.setdefault(key, default(None))
+    (primary_key,) = mapper.primary_key_from_instance(instance)
+    return Write(table, values, instance, primary_key)
+
+
+def inserting(table: Table, values: Mapping[str, Any]) -> Write:
+    """A new row: every column it needs a value for is in `values` (no Python defaults)."""
+    return Write(table, values)
+
+
+async def write(session: AsyncSession, *writes: Write) -> None:
+    """Write the rows now, in one statement on PostgreSQL (each in a WITH clause of the
+    last: one round trip, for the database too, instead of one each), one by one elsewhere;
+    then set each update's values on its instance as committed, leaving the instance
+    nothing for the flush to write. The rows must be distinct (PostgreSQL runs the parts of
+    one statement on one snapshot, in no set order)."""
+    shape = tuple((w.table, tuple(w.values), w.instance is not None) for w in writes)
+    params: dict[str, Any] = {}
+    for n, w in enumerate(writes):
+        for key, value in w.values.items():
+            params[f"w{n}_{key}"] = value
+        if w.instance is not None:
+            params[f"w{n}_pk"] = w.primary_key
+    if session.get_bind().dialect.name == "postgresql":
+        await rows(session, _combined(shape), params)
+    else:
+        for part in _parts(shape):
+            await rows(session, part, params)
+    for w in writes:
+        if w.instance is not None:
+            for key, value in w.values.items():
+                set_committed_value(w.instance, key, value)
+
+
+async def update_row(session: AsyncSession, instance: object, values: Mapping[str, Any]) -> None:
+    """UPDATE the instance's row now (see `updating` and `write`)."""
+    await write(session, updating(instance, values))
+
+
+_Shape = tuple[tuple[Table, tuple[str, ...], bool], ...]
+
+
 @functools.cache
-def _update_statement(table: Table, keys: tuple[str, ...]) -> Executable:
-    (primary_key,) = table.primary_key.columns
-    return (
-        update(table)
-        .where(primary_key == bindparam("pk_"))
-        .values({key: bindparam(f"v_{key}", type_=table.c[key].type) for key in keys})
-    )
+def _parts(shape: _Shape) -> tuple[Executable, ...]:
+    """The statements of a shape of writes, their parameters named `w{n}_{key}` (and
+    `w{n}_pk` for an update's primary key)."""
+    parts: list[Executable] = []
+    for n, (table, keys, is_update) in enumerate(shape):
+        values = {key: bindparam(f"w{n}_{key}", type_=table.c[key].type) for key in keys}
+        if is_update:
+            (primary_key,) = table.primary_key.columns
+            where = primary_key == bindparam(f"w{n}_pk", type_=primary_key.type)
+            parts.append(update(table).where(where).values(values))
+        else:
+            parts.append(insert(table).values(values))
+    return tuple(parts)
+
+
+@functools.cache
+def _combined(shape: _Shape) -> Executable:
+    *first, last = cast("list[Insert | Update]", list(_parts(shape)))
+    if not first:
+        return last
+    return last.add_cte(*(part.cte(f"w{n}") for n, part in enumerate(first)))
 
 
 @functools.cache
@@ -234,20 +308,3 @@ def _self_updating(table: Table) -> tuple[tuple[str, Callable[[Any], Any]], ...]
         for column in cast("list[Column[Any]]", list(table.columns))
         if isinstance(column.onupdate, CallableColumnDefault)
     )
-
-
-async def update_row(session: AsyncSession, instance: object, values: Mapping[str, Any]) -> None:
-    """UPDATE the instance's row now, setting `values` (column attributes) and the columns
-    that set themselves on every update (`updated_at`), then set them on the instance as
-    committed: the instance is left with nothing for the flush to write."""
-    mapper: Mapper[Any] = inspect(instance).mapper
-    table = cast(Table, mapper.local_table)
-    values = dict(values)
-    for key, default in _self_updating(table):
-        values.setdefault(key, default(None))
-    keys = tuple(values)
-    params = {f"v_{key}": value for key, value in values.items()}
-    params["pk_"] = mapper.primary_key_from_instance(instance)[0]
-    await rows(session, _update_statement(table, keys), params)
-    for key, value in values.items():
-        set_committed_value(instance, key, value)

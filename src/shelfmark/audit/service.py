@@ -9,7 +9,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfmark import hotpath
@@ -76,11 +76,10 @@ async def record(
     return event
 
 
-_INSERT_EVENT = insert(cast(Table, AuditEvent.__table__))
+_EVENTS = cast(Table, AuditEvent.__table__)
 
 
-async def record_now(
-    session: AsyncSession,
+def event_row(
     *,
     actor: Actor,
     action: str,
@@ -88,15 +87,15 @@ async def record_now(
     object_id: int | str | None,
     changes: Mapping[str, Any] | None = None,
     now: datetime | None = None,
-) -> None:
-    """As `record`, but written at once by one INSERT and not kept in the session: for the
-    desk's hot paths (checkout, checkin), where a flush of the unit of work costs more CPU
-    than the statement. The actor's user must be in the database already."""
+) -> hotpath.Write:
+    """As `record`, but as a row for `hotpath.write` to insert along with the writes it
+    records (the desk's hot paths: checkout, checkin). The actor's user must be in the
+    database already."""
     values = _values(
         actor=actor, action=action, object_type=object_type, object_id=object_id,
         changes=changes, now=now,
     )  # fmt: skip
-    await hotpath.rows(session, _INSERT_EVENT, values)
+    return hotpath.inserting(_EVENTS, values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,15 +232,18 @@ async def check_out(
     loan = await _insert_loan(
         session, item=item, patron=patron, branch=branch, due_at=due_at, now=now
     )
-    await hotpath.update_row(session, item, {"status": "on_loan", "last_seen_at": now})
     hold = None
     if facts.has_hold:
         hold = await holds.fulfil_on_checkout(
             session, item=item, patron_id=patron.id, loan=loan, now=now
         )
-    await _audit_checkout(session, actor=actor, loan=loan, hold=hold, override=data.override,
-                          overridden=overridden, now=now)  # fmt: skip
-    await session.flush()
+    await hotpath.write(
+        session,
+        hotpath.updating(item, {"status": "on_loan", "last_seen_at": now}),
+        _checkout_event(actor=actor, loan=loan, hold=hold, override=data.override,
+                        overridden=overridden, now=now),
+    )  # fmt: skip
+    await session.flush()  # a hold fulfilled or requeued
     events.publish(session, _event("loan.created", loan, branch=branch.code, at=now))
     return loan
 
@@ -270,10 +273,10 @@ async def _insert_loan(
     return hotpath.adopt(session, loan)  # as if loaded: persistent, nothing to flush
 
 
-async def _audit_checkout(
-    session: AsyncSession, *, actor: Actor, loan: Loan, hold: Hold | None,
-    override: Override | None, overridden: list[str], now: datetime,
-) -> None:  # fmt: skip
+def _checkout_event(
+    *, actor: Actor, loan: Loan, hold: Hold | None, override: Override | None,
+    overridden: list[str], now: datetime,
+) -> hotpath.Write:  # fmt: skip
     changes: dict[str, object] = {
         "item_barcode": loan.item.barcode, "patron_card": loan.borrower.card_number,
         "due_at": loan.due_at, "branch": loan.branch.code,
@@ -282,8 +285,8 @@ async def _audit_checkout(
         changes["fulfilled_hold_id"] = hold.id
     if overridden and override is not None:
         changes["override"] = {"reason": override.reason, "refusals": overridden}
-    await audit.record_now(
-        session, actor=actor, action="loan.checkout", object_type="loan", object_id=loan.id,
+    return audit.event_row(
+        actor=actor, action="loan.checkout", object_type="loan", object_id=loan.id,
         changes=changes, now=now,
     )  # fmt: skip
 
@@ -302,13 +305,12 @@ class Checkin:
 async def _close_loan(
     session: AsyncSession, *, loan: Loan, item: Item, at_branch: Branch, now: datetime
 ) -> Fee | None:
-    """Close the loan and charge what it owes: the overdue fine, to the day it was declared
+    """Charge what the returned loan owes: the overdue fine, to the day it was declared
     lost if it was; a lost item coming back has its lost fee waived. `loan.patron` must be
-    loaded with its category."""
+    loaded with its category. (Its row is written with the copy's: `check_in`.)"""
     patron = loan.borrower
     branch = await catalog_service.require_branch(session, loan.branch_id)
     hotpath.relate(loan, branch=branch)
-    await hotpath.update_row(session, loan, {"returned_at": now})
     until = min(now, loan.lost_at) if loan.lost_at is not None else now
     fee = None
     # Back by the due date, it owes nothing (`days_late` is 0): the rule and the calendar
@@ -342,12 +344,12 @@ async def check_in(
         fee = await _close_loan(session, loan=loan, item=item, at_branch=at_branch, now=now)
     if item.status == "withdrawn":
         routing = Routing("reshelve")  # out of circulation: never trapped, status kept
-        await hotpath.update_row(session, item, {"last_seen_at": now})
+        seen: dict[str, object] = {"last_seen_at": now}
     else:
         routing = await holds.route_on_checkin(session, item=item, at_branch=at_branch, now=now)
-        await hotpath.update_row(session, item, {"status": routing.status, "last_seen_at": now})
-    await audit.record_now(
-        session, actor=actor, action="item.checkin", object_type="item", object_id=item.id,
+        seen = {"status": routing.status, "last_seen_at": now}
+    event = audit.event_row(
+        actor=actor, action="item.checkin", object_type="item", object_id=item.id,
         changes={
             "barcode": item.barcode, "branch": at_branch.code,
             "loan_id": loan.id if loan else None, "fee": fee.amount if fee else None,
@@ -355,7 +357,10 @@ async def check_in(
         },
         now=now,
     )  # fmt: skip
-    await session.flush()  # the copy, the loan, a trapped hold: one flush
+    # The copy, the loan and the event: one statement (`hotpath.write`).
+    closed = [hotpath.updating(loan, {"returned_at": now})] if loan is not None else []
+    await hotpath.write(session, *closed, hotpath.updating(item, seen), event)
+    await session.flush()  # a trapped hold, a fee
     if loan is not None:
         events.publish(session, _event("item.returned", loan, branch=at_branch.code, at=now))
     return Checkin(item=item, loan=loan, fee=fee, routing=routing)
