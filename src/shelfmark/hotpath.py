@@ -263,9 +263,31 @@ async def write(session: AsyncSession, *writes: Write) -> None:
         for part in _parts(shape):
             await rows(session, part, params)
     for w in writes:
-        if w.instance is not None:
-            for key, value in w.values.items():
-                set_committed_value(w.instance, key, value)
+        if w.instance is None:
+            continue
+        listeners = _UPDATE_LISTENERS.get(w.table)
+        if listeners:
+            held = w.instance.__dict__
+            changes = {
+                key: (held.get(key), value)
+                for key, value in w.values.items()
+                if held.get(key) != value
+            }
+            for listener in listeners:
+                listener(session, w.instance, changes)
+        for key, value in w.values.items():
+            set_committed_value(w.instance, key, value)
+
+
+UpdateListener = Callable[[AsyncSession, object, Mapping[str, tuple[Any, Any]]], None]
+_UPDATE_LISTENERS: dict[Table, list[UpdateListener]] = {}
+
+
+def on_update(table: Table, listener: UpdateListener) -> None:
+    """Have `write` call `listener(session, instance, changes)` after it updates a row of
+    `table`, with `changes` = {key: (before, after)} for the values it changed: what the
+    ORM's flush events would have seen (they see nothing of the hot path's writes)."""
+    _UPDATE_LISTENERS.setdefault(table, []).append(listener)
 
 
 async def update_row(session: AsyncSession, instance: object, values: Mapping[str, Any]) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import ARRAY, String, Table, bindparam, delete, event, inspect, 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, UOWTransaction
 
+from shelfmark import hotpath
 from shelfmark.cache import SEARCH_AVAILABILITY_KEY, SEARCH_CATALOG_KEY, invalidate
 from shelfmark.catalog.models import Bib, Item
 from shelfmark.db import insert_rows
@@ -143,10 +144,9 @@ _CIRCULATING = frozenset({"available", "on_loan", "on_hold_shelf", "in_transit"}
 @event.listens_for(Session, "after_flush")
 def _catalog_changed(session: Session, context: UOWTransaction) -> None:
     """Cached search pages go stale once a flushed change to a bib or a copy commits. A bib
-    added, changed or deleted bumps the catalog's version; for a copy, a checkout or
-    checkin (its status, between circulating statuses) bumps the availability version only,
-    anything else about a copy (added, removed, moved, lost, withdrawn) the catalog's too.
-    The flush's own lists and attribute histories still hold what it wrote."""
+    added, changed or deleted bumps the catalog's version; a copy added or removed both
+    versions, a changed one as `_copy_keys` says. The flush's own lists and attribute
+    histories still hold what it wrote."""
     keys: set[str] = set()
     for obj in (*session.new, *session.deleted):
         if isinstance(obj, Item):
@@ -161,12 +161,30 @@ def _catalog_changed(session: Session, context: UOWTransaction) -> None:
         state = inspect(obj)
         changed = {attr.key for attr in state.attrs if attr.history.has_changes()}
         status = state.attrs.status.history
-        if "status" in changed:
-            keys.add(SEARCH_AVAILABILITY_KEY)
-            moved = {*status.deleted, *status.added}
-            if not moved <= _CIRCULATING:
-                keys.add(SEARCH_CATALOG_KEY)
-        if changed & {"bib_id", "branch_id"}:
-            keys |= {SEARCH_CATALOG_KEY, SEARCH_AVAILABILITY_KEY}
+        keys |= _copy_keys(changed, {*status.deleted, *status.added})
     if keys:
         invalidate(session, sorted(keys))
+
+
+def _copy_written(session: AsyncSession, item: object, changes: Mapping[str, Any]) -> None:
+    """The same for a copy written by the desk's hot path (`hotpath.write`)."""
+    statuses = set(changes["status"]) if "status" in changes else set()
+    if keys := _copy_keys(set(changes), statuses):
+        invalidate(session, sorted(keys))
+
+
+hotpath.on_update(cast(Table, Item.__table__), _copy_written)
+
+
+def _copy_keys(changed: set[str], statuses: set[str]) -> set[str]:
+    """A checkout or checkin (a status moved between circulating statuses, `statuses` being
+    the old and new) bumps the availability version only; anything else about a copy
+    (moved, lost, withdrawn) the catalog's too."""
+    keys: set[str] = set()
+    if "status" in changed:
+        keys.add(SEARCH_AVAILABILITY_KEY)
+        if not statuses <= _CIRCULATING:
+            keys.add(SEARCH_CATALOG_KEY)
+    if changed & {"bib_id", "branch_id"}:
+        keys |= {SEARCH_CATALOG_KEY, SEARCH_AVAILABILITY_KEY}
+    return keys
