@@ -21,6 +21,9 @@ from shelfmark.settings import Settings
 _VERSION = select(column("version_num")).select_from(table("alembic_version"))
 _PID = select(func.pg_backend_pid().label("pid"))
 _SLEEP = select(func.pg_sleep(bindparam("seconds")).label("slept"))
+_SLEEP_PID = select(
+    func.pg_backend_pid().label("pid"), func.pg_sleep(bindparam("seconds")).label("slept")
+)
 
 
 @pytest.fixture
@@ -102,3 +105,29 @@ async def test_a_cancelled_read_does_not_leave_its_connection_busy(
     rows = await asyncio.wait_for(reads.fetch(_VERSION, {}), timeout=2)
     assert rows[0]["version_num"]
     await reads.close()
+
+
+@pytest.mark.postgres_only
+async def test_reads_beyond_the_kept_connections_wait_for_one(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """Never more than `kept` connections out of the pool, however many reads at once: the
+    others wait for a kept one (none is taken from the pool for one read and given back)."""
+    roomy = create_engine(settings, pool_size=4, max_overflow=0, pool_timeout=5)
+    reads = PoolReads(roomy)  # kept: half the pool, 2
+    try:
+        slow = [asyncio.create_task(reads.fetch(_SLEEP_PID, {"seconds": 0.2})) for _ in range(5)]
+        await asyncio.sleep(0.1)
+        assert checked_out(roomy) == 2
+        waiting = asyncio.create_task(reads.fetch(_PID, {}))
+        await asyncio.sleep(0.05)
+        waiting.cancel()  # a read cancelled while it waits holds no connection
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        pids = {(await task)[0]["pid"] for task in slow}
+        assert len(pids) == 2
+        assert (await reads.fetch(_PID, {}))[0]["pid"] in pids
+        assert checked_out(roomy) == 2
+    finally:
+        await reads.close()
+        await roomy.dispose()

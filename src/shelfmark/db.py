@@ -6,6 +6,7 @@ on it) commits when the work succeeds and rolls back when it raises. Services on
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Session
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import greenlet_spawn
@@ -265,21 +266,29 @@ class PoolReads(SessionReads):
     105 µs for a bib by id through the pool's raw connection (measured in-process, the same
     statement on the same connection each way). On PostgreSQL the statement runs on the
     asyncpg connection, in autocommit (no transaction is begun on it, so none is left open).
-    Up to `kept` connections are then kept here for the next reads rather than checked back
-    into the pool (its checkout and checkin were a sixth of a cold read's CPU); each is
-    given back once `RECYCLE` seconds old, for the pool to recycle as it does its own, and
-    all of them by `close` (kept, they are out of the pool: its size allows for them). A
-    connection whose read failed or was cancelled is dropped.
+    At most `kept` reads run at once, on connections kept here from one read to the next
+    rather than checked back into the pool (its checkout and checkin were a sixth of a cold
+    read's CPU); a read that finds them all busy waits for one. Taking another from the pool
+    for that read alone, as was done beyond 4 kept, cost more than the wait: under 32
+    clients a bib by id took about 400 µs of the server's CPU and a page of 50 about 500;
+    with 16 kept and waiting, 290 and 340 (bench/api_read.py; with 8 kept, 340 and 430).
+    `kept` is half the pool's size unless given (16 of the default 32): kept, connections
+    are out of the pool, and the other half (and its overflow) stays for the sessions. Each
+    is given back once `RECYCLE` seconds old, for the pool to recycle as it does its own,
+    and all of them by `close`. A connection whose read failed or was cancelled is dropped.
     Elsewhere a read session runs the statement (SQLite's reads are in-process).
     """
 
     RECYCLE = 1800.0  # as the engine's pool_recycle
 
-    def __init__(self, engine: AsyncEngine, *, kept: int = 4) -> None:
+    def __init__(self, engine: AsyncEngine, *, kept: int | None = None) -> None:
         super().__init__(create_read_sessionmaker(engine))
         self._engine = engine
         self._pooled = engine.dialect.name == "postgresql"
-        self._kept = kept
+        if kept is None:
+            pool = engine.pool
+            kept = max(1, pool.size() // 2) if isinstance(pool, QueuePool) else 1
+        self._slots = asyncio.Semaphore(kept)
         self._idle: list[tuple[float, PoolProxiedConnection]] = []
 
     async def fetch(
@@ -287,6 +296,13 @@ class PoolReads(SessionReads):
     ) -> Sequence[Mapping[str, Any]]:
         if not self._pooled:
             return await super().fetch(statement, params)
+        async with self._slots:
+            return await self._fetch(statement, params)
+
+    async def _fetch(
+        self, statement: Select[Any], params: Mapping[str, Any]
+    ) -> Sequence[Mapping[str, Any]]:
+        # Holding a slot: every kept connection not in use by another read is idle here.
         if self._idle:
             taken_at, pooled = self._idle.pop()
         else:
@@ -300,10 +316,10 @@ class PoolReads(SessionReads):
             # to reconnect), never handed to the next read. In a greenlet: closing awaits.
             await greenlet_spawn(pooled.invalidate)
             raise
-        if len(self._idle) < self._kept and time.monotonic() - taken_at < self.RECYCLE:
+        if time.monotonic() - taken_at < self.RECYCLE:
             self._idle.append((taken_at, pooled))
         else:
-            await greenlet_spawn(pooled.close)  # a connection the pool can't keep is closed
+            await greenlet_spawn(pooled.close)  # back to the pool, which recycles it
         return rows
 
     async def close(self) -> None:

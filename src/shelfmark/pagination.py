@@ -45,10 +45,18 @@ def decode_cursor(cursor: str | None) -> Any:
         ) from exc
 
 
+# Integer keys are BIGINT ids: one out of their range is no cursor this server gave out
+# (bound as a query parameter, it would fail in the driver, a 500).
+MAX_INT_KEY = 2**63 - 1
+
+
 def decode_int_cursor(cursor: str | None) -> int | None:
     key = decode_cursor(cursor)
-    if key is not None and not isinstance(key, int):
-        raise InvalidInput("The cursor is not one this server gave out.")
+    if key is not None and (type(key) is not int or not 0 <= key <= MAX_INT_KEY):
+        raise InvalidInput(
+            "The cursor is not one this server gave out.",
+            errors=[{"field": "cursor", "message": "invalid cursor"}],
+        )
     return key
 
 
@@ -66,6 +74,11 @@ def next_cursor_of_rows(
     if len(rows) <= limit:
         return None
     return encode_cursor(rows[limit - 1][key])
+
+
+def page_json(items: bytes, next_cursor: str | None) -> bytes:
+    """A page whose items are already JSON (an array): the bytes of the `Page` they make."""
+    return b'{"items":' + items + b',"next_cursor":' + orjson.dumps(next_cursor) + b"}"
 
 
 class PageParams(BaseModel):

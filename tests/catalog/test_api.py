@@ -14,7 +14,7 @@ from shelfmark.auth.models import User
 from shelfmark.auth.roles import Role
 from shelfmark.catalog.models import Item
 from shelfmark.catalog.schemas import BibRead
-from shelfmark.pagination import Page
+from shelfmark.pagination import Page, encode_cursor
 
 
 @pytest.fixture
@@ -151,7 +151,8 @@ class TestBibs:
         self, client: httpx.AsyncClient, librarian: User
     ) -> None:
         """A bib by id and the pages of bibs are sent as stored (`bib_json`), not through
-        `BibRead`: the bytes must be those `BibRead` would give, field order and all."""
+        `BibRead`: the bytes must be those `BibRead` would give, field order and all
+        (tests/catalog/test_bib_json.py has the harder cases)."""
         bodies = [
             {"title": "Minimal"},
             {"title": "Œuvres complètes — « tome 1 »",
@@ -315,6 +316,16 @@ class TestPagination:
         response = await client.get("/api/v1/bibs", params={"cursor": "!!!"})
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "cursor"
+
+    @pytest.mark.parametrize("key", [2**63, -1, "1", True, 1.5])
+    async def test_a_cursor_of_no_id_is_422(self, client: httpx.AsyncClient, key: object) -> None:
+        """Well-formed but of no id a bib can have (ids are BIGINTs): refused, never a
+        database error."""
+        response = await client.get("/api/v1/bibs", params={"cursor": encode_cursor(key)})
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "cursor"
+        largest = await client.get("/api/v1/bibs", params={"cursor": encode_cursor(2**63 - 1)})
+        assert largest.json() == {"items": [], "next_cursor": None}
 
     async def test_limit_is_bounded(self, client: httpx.AsyncClient) -> None:
         response = await client.get("/api/v1/bibs", params={"limit": 100000})
