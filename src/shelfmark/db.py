@@ -191,7 +191,8 @@ async def insert_rows(
     PostgreSQL: binary COPY on the asyncpg connection (copy_records_to_table); SQLite: one
     prepared INSERT run by the driver's executemany. Either skips SQLAlchemy's per-row
     parameter handling, which cost more than the database's work; the columns' own bind
-    processing (JSON, UTC datetimes) is applied here, once per value that needs it.
+    processing (JSON, UTC datetimes) is applied here, once per value that needs it (once per
+    column where every row holds the same object).
     """
     if not rows:
         return
@@ -203,13 +204,17 @@ async def insert_rows(
         if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
     ]
     if processors:
-        processed = []
-        for row in rows:
-            values = list(row)
-            for position, processor in processors:
-                values[position] = processor(values[position])
-            processed.append(tuple(values))
-        rows = processed
+        # Column by column: a column whose every value is one object (an import's one
+        # timestamp for all its rows) is processed once, the others by map.
+        values = list(zip(*rows, strict=True))
+        for position, processor in processors:
+            column = values[position]
+            first = column[0]
+            if all(value is first for value in column):
+                values[position] = (processor(first),) * len(column)
+            else:
+                values[position] = tuple(map(processor, column))
+        rows = list(zip(*values, strict=True))
     if dialect.name == "postgresql":
         raw = await connection.get_raw_connection()
         driver = raw.driver_connection

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import pytest
 
 from shelfmark.search.text import (
@@ -46,6 +49,19 @@ class TestFold:
     def test_is_idempotent(self) -> None:
         text = "Mémoire de syndicaliste — l'été 1998 [réimpr.]"
         assert fold(fold(text)) == fold(text)
+
+    @pytest.mark.parametrize(
+        "text",
+        ["Mark[t]: \t a_b--C\x1fd\x00 ", "\u210cistory", "caf\u00e9 [x] A", "ǅ ﬁne ①", "Ⅻ"],
+    )
+    def test_the_ascii_shortcuts_fold_as_the_rule_says(self, text: str) -> None:
+        """ASCII text, and text that NFKD makes ASCII, take a shortcut (bytes.translate);
+        the rule it must agree with is the one written in fold's docstring."""
+        decomposed = unicodedata.normalize("NFKD", text.casefold())
+        bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+        bare = re.sub(r"[\u02b0-\u02ff\[\]]", "", bare)
+        rule = re.sub(r"[\W_]+", " ", unicodedata.normalize("NFC", bare)).strip()
+        assert fold(text) == rule
 
 
 class TestIndexRow:

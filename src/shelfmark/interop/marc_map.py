@@ -426,7 +426,9 @@ def _description(fields: _Fields) -> str | None:
     return "\n\n".join(paragraphs) or None
 
 
-_ASCII_NOT_ALNUM: Final = re.compile(r"[^0-9A-Za-z]+")
+# ASCII letters and digits as they are, every other byte a space (then split and joined):
+# what [^0-9A-Za-z]+ → " " does, at a third of the cost.
+_ASCII_ALNUM: Final = bytes(c if chr(c).isalnum() else 32 for c in range(128)) + b" " * 128
 _NOT_ALNUM: Final = re.compile(r"[\W_]+")
 _NOT_ASCII: Final = re.compile(r"[^\x00-\x7f]")
 
@@ -459,7 +461,8 @@ def _fold(text: str | None) -> str:
     if not text:
         return ""
     if text.isascii():  # most of a catalogue: no marks to remove, and a simpler alphabet
-        return _ASCII_NOT_ALNUM.sub(" ", text.casefold()).strip()
+        folded = text.casefold().encode("ascii").translate(_ASCII_ALNUM).decode("ascii")
+        return " ".join(folded.split())
     # Only the characters that are not ASCII are looked at one by one: a combining mark
     # (after NFKD) is dropped. [\W_] is exactly what str.isalnum rejects.
     decomposed = _NOT_ASCII.sub(_unless_combining, unicodedata.normalize("NFKD", text))
