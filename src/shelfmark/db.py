@@ -30,6 +30,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import greenlet_spawn
 
+from shelfmark import hotpath
 from shelfmark.settings import Settings
 
 NAMING_CONVENTION = {
@@ -145,41 +146,13 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     return async_sessionmaker(autocommit, expire_on_commit=False, autoflush=False)
 
 
-_COMPILED: dict[int, tuple[str, tuple[str, ...]]] = {}
-
-
 async def _driver_fetch(
     driver: Any, dialect: Dialect, statement: Select[Any], params: Mapping[str, Any]
 ) -> Sequence[Mapping[str, Any]]:
-    """Run a module-level statement on an asyncpg connection, compiled once (by identity)."""
-    compiled = _COMPILED.get(id(statement))
-    if compiled is None:
-        sql = statement.compile(dialect=dialect)
-        compiled = _COMPILED[id(statement)] = (sql.string, tuple(sql.positiontup or ()))
-    sql_text, names = compiled
-    records: Sequence[Mapping[str, Any]] = await driver.fetch(sql_text, *(params[n] for n in names))
+    """Run a module-level statement on an asyncpg connection, compiled once (`hotpath`)."""
+    found = hotpath.compiled(statement, dialect, params)
+    records: Sequence[Mapping[str, Any]] = await driver.fetch(found.sql, *found.arguments(params))
     return records
-
-
-async def fetch_mappings(
-    session: AsyncSession, statement: Select[Any], params: Mapping[str, Any]
-) -> Sequence[Mapping[str, Any]]:
-    """Rows of a hot read as mappings, by the fastest path the database allows.
-
-    On PostgreSQL the statement, compiled once by SQLAlchemy, runs on the asyncpg connection
-    itself: that skips SQLAlchemy's per-execution layers, which bench/api_read.py measured at
-    about 60 % of the CPU time of a one-row read. Elsewhere it runs through Core. Use it only
-    for module-level statements (they are cached by identity) whose columns need no result
-    processing beyond the driver's own (asyncpg returns aware UTC datetimes and decoded JSON).
-    """
-    connection = await session.connection()
-    if connection.dialect.name != "postgresql":
-        rows: Sequence[Mapping[str, Any]] = (
-            (await connection.execute(statement, dict(params))).mappings().all()
-        )
-        return rows
-    raw = await connection.get_raw_connection()
-    return await _driver_fetch(raw.driver_connection, connection.dialect, statement, params)
 
 
 async def insert_rows(
@@ -238,7 +211,7 @@ class Reads(Protocol):
     async def fetch(
         self, statement: Select[Any], params: Mapping[str, Any]
     ) -> Sequence[Mapping[str, Any]]:
-        """The rows of a module-level statement (see `fetch_mappings`)."""
+        """The rows of a module-level statement (see `hotpath.rows`)."""
         ...  # pragma: no cover
 
     async def rows(self, query: Select[Any]) -> Sequence[Mapping[str, Any]]:
@@ -256,7 +229,7 @@ class SessionReads:
         self, statement: Select[Any], params: Mapping[str, Any]
     ) -> Sequence[Mapping[str, Any]]:
         async with self._sessions() as session:
-            return await fetch_mappings(session, statement, params)
+            return await hotpath.rows(session, statement, params)
 
     async def rows(self, query: Select[Any]) -> Sequence[Mapping[str, Any]]:
         async with self._sessions() as session:

@@ -41,7 +41,7 @@ from sqlalchemy import table as table_
 from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shelfmark.db import fetch_mappings
+from shelfmark import hotpath
 from shelfmark.search.models import bib_search_terms
 from shelfmark.search.text import TYPO_MIN_LENGTH, ParsedQuery, can_have_typo, edits1
 
@@ -173,7 +173,7 @@ def _pg_trigrams() -> Match:
 
 
 async def _pg_known(session: AsyncSession, words: list[str]) -> set[str]:
-    return {row["term"] for row in await fetch_mappings(session, _PG_KNOWN, {"terms": words})}
+    return {row["term"] for row in await hotpath.rows(session, _PG_KNOWN, {"terms": words})}
 
 
 class PostgresBackend:

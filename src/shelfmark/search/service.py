@@ -29,8 +29,8 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shelfmark import hotpath
 from shelfmark.cache import SEARCH_AVAILABILITY_KEY, SEARCH_CATALOG_KEY, Cache
-from shelfmark.db import fetch_mappings
 from shelfmark.errors import InvalidInput
 from shelfmark.pagination import decode_cursor, encode_cursor
 from shelfmark.search.backends import Plan, backend_for
@@ -111,7 +111,7 @@ async def search(
     stage: int = BROWSE
     rows: Sequence[Mapping[str, Any]] = []
     if parsed.is_empty:
-        rows = await fetch_mappings(session, search_statement(shape), params)
+        rows = await hotpath.rows(session, search_statement(shape), params)
     else:
         backend = backend_for(dialect)
         stages = (ISBN_STAGE,) * (parsed.isbn is not None) + backend.stages
@@ -124,7 +124,7 @@ async def search(
                 continue
             stage = candidate
             shape = Shape(dialect, plan.kind, shape.filters, shape.after)
-            rows = await fetch_mappings(session, search_statement(shape), params | plan.params)
+            rows = await hotpath.rows(session, search_statement(shape), params | plan.params)
             if any(row["kind"] == "hit" for row in rows):
                 break
     return _page(rows, limit, stage, fingerprint)
@@ -204,7 +204,7 @@ async def availability(
     `bib_ids`."""
     statement = AVAILABILITY[session.get_bind().dialect.name]
     copies: dict[int, list[dict[str, Any]]] = {}
-    for row in await fetch_mappings(session, statement, {"ids": list(bib_ids)}):
+    for row in await hotpath.rows(session, statement, {"ids": list(bib_ids)}):
         copies.setdefault(row["bib_id"], []).append(
             {"branch": row["code"], "available": row["available"], "total": row["total"]}
         )

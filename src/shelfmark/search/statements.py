@@ -4,7 +4,7 @@ A shape is what changes the SQL of a search: the kind of match (a backend's, "is
 browsing), which filters are given, and whether a cursor continues an earlier page.
 Everything else — the query text, the title compared, the filter values, the cursor, the
 limit — is a named bound value. So each shape's statement is built and compiled once per
-process (`fetch_mappings` runs it on the driver's connection on PostgreSQL), and constants
+process (`hotpath.rows` runs it on the driver's connection on PostgreSQL), and constants
 are written as SQL literals, never as anonymous bound values.
 
 One statement (one round trip) answers a search whatever its page size: a UNION ALL of
