@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from factories import make_branch, make_item
 from shelfmark import hotpath
+from shelfmark.admin_base import constraint_of
 from shelfmark.catalog.models import Branch, Item
 from shelfmark.circulation import locking
 from shelfmark.db import create_engine, create_sessionmaker
@@ -111,13 +112,13 @@ async def test_a_held_instance_is_refreshed_like_populate_existing(session: Asyn
     assert item.shelfmark == "changed again"
 
 
-async def test_update_row_writes_at_once_and_leaves_nothing_to_flush(
+async def test_an_update_is_written_at_once_and_leaves_nothing_to_flush(
     session: AsyncSession,
 ) -> None:
     item = await make_item(session)
     await session.commit()
     before = item.updated_at
-    await hotpath.update_row(session, item, {"status": "missing", "last_seen_at": NOW})
+    await hotpath.write(session, hotpath.updating(item, {"status": "missing", "last_seen_at": NOW}))
     assert item.status == "missing"
     assert item.last_seen_at == NOW
     assert item.updated_at > before  # set by the row's own rule, as a flush would
@@ -131,10 +132,12 @@ async def test_update_row_writes_at_once_and_leaves_nothing_to_flush(
 async def test_a_violated_constraint_is_sqlalchemy_s_integrity_error(
     session: AsyncSession,
 ) -> None:
+    """As through the ORM: the admin names the constraint from it."""
     branch = await make_branch(session)
     await session.commit()
-    with pytest.raises(IntegrityError):
+    with pytest.raises(IntegrityError) as raised:
         await hotpath.rows(session, _INSERT_BRANCH, branch_values(branch.code))
+    assert constraint_of(raised.value) == "uq_branches_code"
 
 
 async def test_values_are_bound_as_their_columns_bind_them(session: AsyncSession) -> None:
@@ -187,3 +190,34 @@ async def test_writes_go_together_in_one_statement_on_postgresql(
     assert found[second.id][1] == "B 2"
     count = await hotpath.rows(session, _COUNT_BRANCHES, {"code": "HOT-WRITE"})
     assert count[0]["n"] == 1
+
+
+@pytest.mark.postgres_only
+async def test_each_transaction_of_a_session_has_its_statements(own_engine: AsyncEngine) -> None:
+    """After a commit the next statement begins a new transaction (the first one's lock is
+    gone); inside a savepoint, statements run after its SAVEPOINT, so that rolling it back
+    drops what they locked."""
+    maker = create_sessionmaker(own_engine)
+    key, other_key = {"key": 515151}, {"key": 525252}
+
+    async def free(lock: dict[str, int]) -> bool:
+        async with own_engine.connect() as probe:
+            got = (await probe.execute(_TRY_LOCK, lock)).scalar_one()
+            if got:
+                await probe.execute(_UNLOCK, lock)
+            return bool(got)
+
+    async with maker() as session:
+        await hotpath.rows(session, _XACT_LOCK, key)
+        await session.commit()
+        assert await free(key)
+        await hotpath.rows(session, _XACT_LOCK, key)  # the driver connection is known now
+        assert not await free(key)
+        savepoint = await session.begin_nested()
+        await hotpath.rows(session, _XACT_LOCK, other_key)
+        assert not await free(other_key)
+        await savepoint.rollback()
+        assert await free(other_key)  # taken inside the savepoint: dropped with it
+        assert not await free(key)
+        await session.rollback()
+        assert await free(key)

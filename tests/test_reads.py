@@ -116,11 +116,16 @@ async def test_reads_beyond_the_kept_connections_wait_for_one(
     roomy = create_engine(settings, pool_size=4, max_overflow=0, pool_timeout=5)
     reads = PoolReads(roomy)  # kept: half the pool, 2
     try:
-        slow = [asyncio.create_task(reads.fetch(_SLEEP_PID, {"seconds": 0.2})) for _ in range(5)]
-        await asyncio.sleep(0.1)
+        slow = [asyncio.create_task(reads.fetch(_SLEEP_PID, {"seconds": 1.0})) for _ in range(5)]
+        for _ in range(100):  # until the first two reads are on their connections
+            assert checked_out(roomy) <= 2
+            if checked_out(roomy) == 2:
+                break
+            await asyncio.sleep(0.01)
         assert checked_out(roomy) == 2
         waiting = asyncio.create_task(reads.fetch(_PID, {}))
         await asyncio.sleep(0.05)
+        assert not waiting.done()  # behind the slow reads
         waiting.cancel()  # a read cancelled while it waits holds no connection
         with pytest.raises(asyncio.CancelledError):
             await waiting

@@ -191,7 +191,7 @@ class CatalogView(ShelfmarkView):
 def checked_bib_fields(data: dict[str, Any]) -> dict[str, Any]:
     """The bib fields of an admin form, checked and normalised by the API's own rules
     (`BibUpdate`: ISBNs as ISBN-13, a contributor's role, no empty subject). A record is
-    sent by the API as it was stored, unchecked (`catalog.service.bib_json`): so every writer
+    sent by the API as it was stored, unchecked (`catalog.api.bib_json`): so every writer
     checks what it stores, sqladmin's JSON fields as much as the API."""
     # A text box left empty is a field left empty (NULL), not an empty string.
     fields = {

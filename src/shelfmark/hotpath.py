@@ -28,10 +28,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
-import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import Column, Insert, Table, Update, bindparam, insert, inspect, update
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -47,6 +46,7 @@ class Compiled:
     """A statement as the driver takes it: its SQL, and how to make its positional
     arguments from the named parameters."""
 
+    statement: object  # kept: its id() is this entry's key, and must not be reused
     sql: str
     names: tuple[str, ...]
     defaults: Mapping[str, Any]  # the values of the statement's own literal binds
@@ -66,11 +66,12 @@ _DRIVER = "hotpath.driver"  # in session.info: (transaction, dialect, adapted, a
 
 
 def compiled(statement: Executable, dialect: Dialect, params: Mapping[str, Any]) -> Compiled:
-    """Compiled once per statement object (by identity: module-level statements only) and
-    set of parameter names (an INSERT or UPDATE sets the columns it is given)."""
+    """Compiled once per statement object and set of parameter names (an INSERT or UPDATE
+    sets the columns it is given): statements built once (module-level, or cached) are
+    compiled once; a statement built per call would be compiled per call, and kept."""
     key = (id(statement), tuple(params))
     found = _COMPILED.get(key)
-    if found is not None:
+    if found is not None and found.statement is statement:
         return found
     sql = cast(
         SQLCompiler,
@@ -91,7 +92,7 @@ def compiled(statement: Executable, dialect: Dialect, params: Mapping[str, Any])
         for position, bind in enumerate(binds)
         if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
     )
-    found = _COMPILED[key] = Compiled(sql.string, names, defaults, processors)
+    found = _COMPILED[key] = Compiled(statement, sql.string, names, defaults, processors)
     return found
 
 
@@ -99,15 +100,18 @@ async def rows(
     session: AsyncSession, statement: Executable, params: Mapping[str, Any]
 ) -> Sequence[Mapping[str, Any]]:
     """Run a module-level statement in the session's transaction; its rows as mappings
-    (none for a write without RETURNING). A violated constraint raises SQLAlchemy's
-    `IntegrityError`, as through the ORM.
+    (none for a write without RETURNING). Errors are SQLAlchemy's, as through the ORM: a
+    violated constraint raises `IntegrityError`, its `.orig` the DB-API error caused by
+    asyncpg's.
 
     On PostgreSQL the rows are asyncpg's records: values as the driver decodes them (aware
     UTC datetimes, decoded JSON), with no result processing of SQLAlchemy's; use it only for
     columns that need none.
     """
+    # The innermost transaction: a savepoint is sent when its transaction first asks the
+    # session for its connection, so each transaction (nested or not) asks once.
+    transaction = session.get_nested_transaction() or session.get_transaction()
     cached = session.info.get(_DRIVER)
-    transaction = session.get_transaction()
     if cached is not None and cached[0] is transaction:
         _, dialect, adapted, driver = cached
     else:
@@ -124,7 +128,8 @@ async def rows(
         adapted, driver = raw.dbapi_connection, raw.driver_connection
         # Kept for the transaction's next statements (a new transaction, after a commit
         # or a rollback, may have another connection).
-        session.info[_DRIVER] = (session.get_transaction(), dialect, adapted, driver)
+        transaction = session.get_nested_transaction() or session.get_transaction()
+        session.info[_DRIVER] = (transaction, dialect, adapted, driver)
     # SQLAlchemy begins a transaction with the connection's first statement; this one does
     # not pass through it, so it begins it the same way first (a pinned private method:
     # tests/test_hotpath.py holds the statement to the session's transaction).
@@ -134,20 +139,36 @@ async def rows(
     arguments = found.arguments(params)
     try:
         records: Sequence[Mapping[str, Any]] = await driver.fetch(found.sql, *arguments)
-    except asyncpg.IntegrityConstraintViolationError as exc:
-        raise IntegrityError(found.sql, arguments, exc) from exc
-    except asyncpg.PostgresError as exc:
-        raise DBAPIError(found.sql, arguments, exc) from exc
+    except Exception as exc:
+        raise _translated(exc, found.sql, arguments, dialect, adapted) from exc
     return records
 
 
-def adopt(session: AsyncSession, instance: M, *, refresh: bool = True) -> M:
-    """Take an instance made from a row of its table into the session, as a query would:
-    if the session holds the row's instance already, that one is returned, given the row's
-    values if `refresh` (as with `populate_existing`; else it keeps its own, changed or
-    not); otherwise this one joins the session, persistent, with nothing to flush. Every
-    column must be set (a missing one would be expired, and loading it later is an error in
-    async code); relationships set on it are kept."""
+def _translated(
+    error: Exception, sql: str, arguments: list[Any], dialect: Dialect, adapted: Any
+) -> Exception:
+    """The exception SQLAlchemy raises for `error` from asyncpg: its DB-API error (the
+    adapter's translation, caused by asyncpg's), wrapped as `IntegrityError`,
+    `OperationalError`… with `.orig`, and marked when the connection is gone."""
+    try:
+        adapted._handle_exception(error)  # raises the DB-API error
+    except Exception as dbapi_error:
+        translated = dbapi_error
+    dbapi = dialect.loaded_dbapi
+    if not isinstance(translated, dbapi.Error):
+        return translated
+    gone = dialect.is_disconnect(translated, None, None)
+    return DBAPIError.instance(
+        sql, arguments, translated, dbapi.Error, dialect=dialect, connection_invalidated=gone
+    )
+
+
+def adopt(session: AsyncSession, instance: M) -> M:
+    """Take an instance made from a row of its table into the session, as a query with
+    `populate_existing` would: if the session holds the row's instance already, that one is
+    given the row's values and returned; otherwise this one joins the session, persistent,
+    with nothing to flush. Every column must be set (a missing one would be expired, and
+    loading it later is an error in async code); relationships set on it are kept."""
     state = inspect(instance)
     mapper: Mapper[Any] = state.mapper
     key = mapper.identity_key_from_instance(instance)
@@ -156,8 +177,6 @@ def adopt(session: AsyncSession, instance: M, *, refresh: bool = True) -> M:
         make_transient_to_detached(instance)
         session.add(instance)
         return instance
-    if not refresh:
-        return cast(M, held)
     values = state.dict
     for name in _loaded_keys(mapper):
         if name in values:
@@ -172,7 +191,9 @@ def _loaded_keys(mapper: Mapper[Any]) -> tuple[str, ...]:
 
 class Loader(Generic[M]):
     """A model's columns for a Core select (labelled with `prefix`, so that a join can
-    select two models), and the instance of a row of them (see `adopt` for `refresh`)."""
+    select two models), and the instance of a row of them: as `adopt` takes it if
+    `refresh`, else as a query without `populate_existing` (an instance the session holds
+    keeps its own values, changed or not)."""
 
     def __init__(self, model: type[M], *, prefix: str = "", refresh: bool = True) -> None:
         self.model = model
@@ -289,11 +310,6 @@ def on_update(table: Table, listener: UpdateListener) -> None:
     `table`, with `changes` = {key: (before, after)} for the values it changed: what the
     ORM's flush events would have seen (they see nothing of the hot path's writes)."""
     _UPDATE_LISTENERS.setdefault(table, []).append(listener)
-
-
-async def update_row(session: AsyncSession, instance: object, values: Mapping[str, Any]) -> None:
-    """UPDATE the instance's row now (see `updating` and `write`)."""
-    await write(session, updating(instance, values))
 
 
 _Shape = tuple[tuple[Table, tuple[str, ...], bool], ...]

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     BigInteger,
     Integer,
@@ -54,7 +53,6 @@ from shelfmark.catalog.schemas import (
     ItemUpdate,
 )
 from shelfmark.db import Reads, flush_or_raise
-from shelfmark.pagination import next_cursor_of_rows, page_json
 from shelfmark.search.index import index_bibs
 
 BIB_FIELDS = (
@@ -153,7 +151,7 @@ class BibFilters:
 
 
 # The public fields, in the order of `BibRead`: a row is sent as it is read (see
-# `bib_json`), so its keys come in the order the schema documents.
+# `catalog.api.bib_json`), so its keys come in the order the schema documents.
 _BIB_READ_COLUMNS = [Bib.__table__.c[name] for name in BibRead.model_fields]
 _BIB_BY_ID = select(*_BIB_READ_COLUMNS).where(Bib.id == bindparam("bib_id"))
 # The unfiltered page (the most common list read) as one module-level statement, so that it
@@ -220,39 +218,6 @@ async def read_bib(reads: Reads, bib_id: int) -> Mapping[str, Any]:
     if not rows:
         raise BibNotFound(f"There is no bib record with id {bib_id}.")
     return rows[0]
-
-
-def bib_json(row: Mapping[str, Any]) -> bytes:
-    """A bib record's row (`read_bib`) as the JSON of `BibRead`, sent as it is read.
-
-    Not checked again on the way out: every writer checks what it stores (the API's schemas,
-    the MARC mapping, the admin's `checked_bib_fields`), and the database types the rest.
-    Checking and serialising through the schema cost 60 % of a page of 50's CPU
-    (bench/api_read.py). The rows' keys come in the schema's order, UTC times end in "Z":
-    the bytes are those `BibRead` gives (tests/catalog/test_bib_json.py holds them to it).
-    """
-    return orjson.dumps(dict(row), option=orjson.OPT_UTC_Z)
-
-
-def _bibs_json(rows: Sequence[Mapping[str, Any]]) -> bytes:
-    # The keys once, zipped with each row's values: dict(row) looks each key up again
-    # (asyncpg's records), 48 -> 35 us for a page of 50.
-    keys = list(rows[0].keys()) if rows else []
-    items = [dict(zip(keys, row.values(), strict=True)) for row in rows]
-    return orjson.dumps(items, option=orjson.OPT_UTC_Z)
-
-
-async def read_bib_json(reads: Reads, bib_id: int) -> bytes:
-    """A bib record as `bib_json` writes it."""
-    return bib_json(await read_bib(reads, bib_id))
-
-
-async def list_bibs_json(
-    reads: Reads, *, filters: BibFilters, limit: int, after_id: int | None
-) -> bytes:
-    """A page of bibs (`list_bibs`) as the JSON of `Page[BibRead]`."""
-    rows = await list_bibs(reads, filters=filters, limit=limit, after_id=after_id)
-    return page_json(_bibs_json(rows[:limit]), next_cursor_of_rows(rows, limit))
 
 
 async def get_bib(session: AsyncSession, bib_id: int) -> Bib | None:

@@ -357,7 +357,7 @@ async def check_in(
         },
         now=now,
     )  # fmt: skip
-    # The copy, the loan and the event: one statement (`hotpath.write`).
+    # The copy, the loan and the event: one statement on PostgreSQL (`hotpath.write`).
     closed = [hotpath.updating(loan, {"returned_at": now})] if loan is not None else []
     await hotpath.write(session, *closed, hotpath.updating(item, seen), event)
     await session.flush()  # a trapped hold, a fee

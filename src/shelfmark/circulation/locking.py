@@ -22,10 +22,10 @@ from shelfmark.circulation.models import Hold, Loan
 from shelfmark.errors import Conflict
 
 # Built once: every desk action runs one of these (on the hot path: see `hotpath`).
-ITEM = hotpath.Loader(Item)
-ITEM_BRANCH = hotpath.Loader(Branch, prefix="branch__")
+_ITEM = hotpath.Loader(Item)
+_ITEM_BRANCH = hotpath.Loader(Branch, prefix="branch__")
 _LOCK_ITEM: Select[Any] = (
-    select(*ITEM.columns, *ITEM_BRANCH.columns)
+    select(*_ITEM.columns, *_ITEM_BRANCH.columns)
     .join_from(Item, Branch, Item.branch_id == Branch.id)
     .with_for_update(of=Item)
 )
@@ -33,24 +33,24 @@ _LOCK_ITEM_BY_BARCODE = _LOCK_ITEM.where(Item.barcode == bindparam("barcode"))
 _LOCK_ITEM_BY_ID = _LOCK_ITEM.where(Item.id == bindparam("item_id"))
 
 
-def item_of(session: AsyncSession, row: Mapping[str, Any]) -> Item:
-    """The copy of a row holding `ITEM` and `ITEM_BRANCH`'s columns, with its branch."""
-    branch = ITEM_BRANCH.instance(session, row)
-    return ITEM.instance(session, row, branch=branch)
+def _item_of(session: AsyncSession, row: Mapping[str, Any]) -> Item:
+    """The copy of a row holding `_ITEM` and `_ITEM_BRANCH`'s columns, with its branch."""
+    branch = _ITEM_BRANCH.instance(session, row)
+    return _ITEM.instance(session, row, branch=branch)
 
 
 async def lock_item_by_barcode(session: AsyncSession, barcode: str) -> Item:
     found = await hotpath.rows(session, _LOCK_ITEM_BY_BARCODE, {"barcode": barcode})
     if not found:
         raise ItemNotFound(f"There is no item with barcode {barcode!r}.")
-    return item_of(session, found[0])
+    return _item_of(session, found[0])
 
 
 async def lock_item(session: AsyncSession, item_id: int) -> Item:
     found = await hotpath.rows(session, _LOCK_ITEM_BY_ID, {"item_id": item_id})
     if not found:
         raise ItemNotFound(f"There is no item with id {item_id}.")
-    return item_of(session, found[0])
+    return _item_of(session, found[0])
 
 
 async def lock_bib(session: AsyncSession, bib_id: int) -> None:

@@ -20,6 +20,7 @@ from typing import Final
 import pymarc
 
 from shelfmark.catalog import isbn as isbn_rules
+from shelfmark.search.text import ASCII_WORDS, NOT_ASCII, unless_combining
 
 UNTITLED: Final = "[untitled]"
 
@@ -426,11 +427,7 @@ def _description(fields: _Fields) -> str | None:
     return "\n\n".join(paragraphs) or None
 
 
-# ASCII letters and digits as they are, every other byte a space (then split and joined):
-# what [^0-9A-Za-z]+ → " " does, at a third of the cost.
-_ASCII_ALNUM: Final = bytes(c if chr(c).isalnum() else 32 for c in range(128)) + b" " * 128
 _NOT_ALNUM: Final = re.compile(r"[\W_]+")
-_NOT_ASCII: Final = re.compile(r"[^\x00-\x7f]")
 
 # --- helpers ----------------------------------------------------------------------------
 
@@ -461,17 +458,14 @@ def _fold(text: str | None) -> str:
     if not text:
         return ""
     if text.isascii():  # most of a catalogue: no marks to remove, and a simpler alphabet
-        folded = text.casefold().encode("ascii").translate(_ASCII_ALNUM).decode("ascii")
+        # ASCII letters and digits as they are, every other byte a space (then split and
+        # joined): what [^0-9A-Za-z]+ -> " " does, at a third of the cost.
+        folded = text.casefold().encode("ascii").translate(ASCII_WORDS).decode("ascii")
         return " ".join(folded.split())
     # Only the characters that are not ASCII are looked at one by one: a combining mark
     # (after NFKD) is dropped. [\W_] is exactly what str.isalnum rejects.
-    decomposed = _NOT_ASCII.sub(_unless_combining, unicodedata.normalize("NFKD", text))
+    decomposed = NOT_ASCII.sub(unless_combining, unicodedata.normalize("NFKD", text))
     return _NOT_ALNUM.sub(" ", decomposed.casefold()).strip()
-
-
-def _unless_combining(match: re.Match[str]) -> str:
-    character = match.group()
-    return "" if unicodedata.combining(character) else character
 
 
 def _control_field(record: pymarc.Record, tag: str) -> str | None:

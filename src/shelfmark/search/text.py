@@ -51,8 +51,8 @@ MAX_QUERY_TOKENS = 16
 
 # ASCII letters and digits as they are, every other byte a space: what `_NOT_A_WORD` does to
 # ASCII text, done by bytes.translate (with split and join for the runs) at a third of the cost.
-_ASCII_WORDS = bytes(c if chr(c).isalnum() else 32 for c in range(128)) + b" " * 128
-_NOT_ASCII = re.compile(r"[^\x00-\x7f]")
+ASCII_WORDS = bytes(c if chr(c).isalnum() else 32 for c in range(128)) + b" " * 128
+NOT_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
 def fold(text: str | None) -> str:
@@ -61,21 +61,22 @@ def fold(text: str | None) -> str:
     if not text:
         return ""
     if text.isascii():  # no marks, no special letters, nothing for NFC to compose
-        folded = text.casefold().encode("ascii").translate(_ASCII_WORDS, b"[]")
+        folded = text.casefold().encode("ascii").translate(ASCII_WORDS, b"[]")
         return " ".join(folded.decode("ascii").split())
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     # Only the characters that are not ASCII can be combining marks.
-    bare = _NOT_ASCII.sub(_unless_combining, decomposed).translate(_LETTERS)
+    bare = NOT_ASCII.sub(unless_combining, decomposed).translate(_LETTERS)
     bare = _DROPPED.sub("", bare)
     # NFC puts back together what NFKD took apart without a mark (Hangul syllables).
     composed = unicodedata.normalize("NFC", bare)
     # Not casefolded again: NFKD may have made capitals (U+210C, black-letter H, is "H").
     if composed.isascii():
-        return " ".join(composed.encode("ascii").translate(_ASCII_WORDS).decode("ascii").split())
+        return " ".join(composed.encode("ascii").translate(ASCII_WORDS).decode("ascii").split())
     return _NOT_A_WORD.sub(" ", composed).strip()
 
 
-def _unless_combining(match: re.Match[str]) -> str:
+def unless_combining(match: re.Match[str]) -> str:
+    """For `NOT_ASCII.sub`: a character matched, or nothing if it is a combining mark."""
     character = match.group()
     return "" if unicodedata.combining(character) else character
 
