@@ -188,12 +188,9 @@ async def insert_rows(
             else:
                 values[position] = tuple(map(processor, column))
         rows = list(zip(*values, strict=True))
-    if dialect.name == "postgresql":
-        raw = await connection.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-        if not driver.is_in_transaction():
-            await connection.exec_driver_sql("SELECT 1")  # SQLAlchemy begins lazily
+    on_driver = await hotpath.driver_of(session)
+    if on_driver is not None:
+        _, _, driver = on_driver
         await driver.copy_records_to_table(table.name, records=rows, columns=list(columns))
         return
     names = ", ".join(f'"{name}"' for name in columns)

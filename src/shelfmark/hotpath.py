@@ -11,7 +11,7 @@ statements; the database's work is the same). So, on PostgreSQL:
   transaction (begun first if need be), with the columns' own bind processing (JSON, UTC
   times) applied. Elsewhere it runs through Core.
 - `Loader` selects a model's columns and makes an instance of a row, taken into the session
-  as if a query had loaded it (`adopt`).
+  as if a query had loaded it.
 - `write` writes rows (`updating` a loaded instance's, `inserting` new ones) in one
   statement, and sets the updated values on their instances as committed: nothing is left
   for the flush. Code that watches writes to a table (the search cache) says so with
@@ -108,33 +108,16 @@ async def rows(
     UTC datetimes, decoded JSON), with no result processing of SQLAlchemy's; use it only for
     columns that need none.
     """
-    # The innermost transaction: a savepoint is sent when its transaction first asks the
-    # session for its connection, so each transaction (nested or not) asks once.
-    transaction = session.get_nested_transaction() or session.get_transaction()
-    cached = session.info.get(_DRIVER)
-    if cached is not None and cached[0] is transaction:
-        _, dialect, adapted, driver = cached
-    else:
+    on_driver = await driver_of(session)
+    if on_driver is None:
         connection = await session.connection()
-        dialect = connection.dialect
-        if dialect.name != "postgresql":
-            result = await connection.execute(statement, dict(params))
-            return (
-                cast("Sequence[Mapping[str, Any]]", result.mappings().all())
-                if result.returns_rows
-                else ()
-            )
-        raw = await connection.get_raw_connection()
-        adapted, driver = raw.dbapi_connection, raw.driver_connection
-        # Kept for the transaction's next statements (a new transaction, after a commit
-        # or a rollback, may have another connection).
-        transaction = session.get_nested_transaction() or session.get_transaction()
-        session.info[_DRIVER] = (transaction, dialect, adapted, driver)
-    # SQLAlchemy begins a transaction with the connection's first statement; this one does
-    # not pass through it, so it begins it the same way first (a pinned private method:
-    # tests/test_hotpath.py holds the statement to the session's transaction).
-    if adapted._transaction is None:
-        await adapted._start_transaction()
+        result = await connection.execute(statement, dict(params))
+        return (
+            cast("Sequence[Mapping[str, Any]]", result.mappings().all())
+            if result.returns_rows
+            else ()
+        )
+    dialect, adapted, driver = on_driver
     found = compiled(statement, dialect, params)
     arguments = found.arguments(params)
     try:
@@ -142,6 +125,34 @@ async def rows(
     except Exception as exc:
         raise _translated(exc, found.sql, arguments, dialect, adapted) from exc
     return records
+
+
+async def driver_of(session: AsyncSession) -> tuple[Dialect, Any, Any] | None:
+    """On PostgreSQL, the session's dialect, SQLAlchemy's adapted connection and asyncpg's
+    connection under it, with the session's transaction begun on it; None elsewhere."""
+    # The innermost transaction: a savepoint is sent when its transaction first asks the
+    # session for its connection, so each transaction (nested or not) asks once.
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    cached = session.info.get(_DRIVER)
+    if cached is not None and cached[0] is transaction:
+        _, dialect, adapted, driver = cached
+    else:
+        dialect = session.get_bind().dialect
+        if dialect.name != "postgresql":
+            return None
+        connection = await session.connection()
+        raw = await connection.get_raw_connection()
+        adapted, driver = raw.dbapi_connection, raw.driver_connection
+        # Kept for the transaction's next statements (a new transaction, after a commit
+        # or a rollback, may have another connection).
+        transaction = session.get_nested_transaction() or session.get_transaction()
+        session.info[_DRIVER] = (transaction, dialect, adapted, driver)
+    # SQLAlchemy begins a transaction with the connection's first statement; what runs on
+    # the driver does not pass through it, so it is begun the same way first (a pinned
+    # private method: tests/test_hotpath.py holds the statements to the transaction).
+    if adapted._transaction is None:
+        await adapted._start_transaction()
+    return dialect, adapted, driver
 
 
 def _translated(
@@ -163,37 +174,12 @@ def _translated(
     )
 
 
-def adopt(session: AsyncSession, instance: M) -> M:
-    """Take an instance made from a row of its table into the session, as a query with
-    `populate_existing` would: if the session holds the row's instance already, that one is
-    given the row's values and returned; otherwise this one joins the session, persistent,
-    with nothing to flush. Every column must be set (a missing one would be expired, and
-    loading it later is an error in async code); relationships set on it are kept."""
-    state = inspect(instance)
-    mapper: Mapper[Any] = state.mapper
-    key = mapper.identity_key_from_instance(instance)
-    held = session.identity_map.get(key)
-    if held is None:
-        make_transient_to_detached(instance)
-        session.add(instance)
-        return instance
-    values = state.dict
-    for name in _loaded_keys(mapper):
-        if name in values:
-            set_committed_value(held, name, values[name])
-    return cast(M, held)
-
-
-@functools.cache
-def _loaded_keys(mapper: Mapper[Any]) -> tuple[str, ...]:
-    return tuple(a.key for a in mapper.column_attrs) + tuple(r.key for r in mapper.relationships)
-
-
 class Loader(Generic[M]):
     """A model's columns for a Core select (labelled with `prefix`, so that a join can
-    select two models), and the instance of a row of them: as `adopt` takes it if
-    `refresh`, else as a query without `populate_existing` (an instance the session holds
-    keeps its own values, changed or not)."""
+    select two models), and the instance of a row of them in the session, as a query
+    would make it: with `refresh`, as with `populate_existing` (an instance the session
+    holds already is given the row's values), else as without (it keeps its own, changed
+    or not). A new instance joins the session persistent, with nothing to flush."""
 
     def __init__(self, model: type[M], *, prefix: str = "", refresh: bool = True) -> None:
         self.model = model
@@ -210,8 +196,9 @@ class Loader(Generic[M]):
         )
 
     def instance(self, session: AsyncSession, row: Mapping[str, Any], **related: object) -> M:
-        """The row's instance in the session (see `adopt`), with `related` instances set
-        as its loaded relationships."""
+        """The row's instance in the session, with `related` instances (loaded already) set
+        as its loaded relationships. The row must hold every column: a missing one would
+        be expired, and loading it later is an error in async code."""
         identity = tuple(row[k] for k in self._primary_key)
         held = session.identity_map.get(self._mapper.identity_key_from_primary_key(identity))
         if held is not None:

@@ -340,8 +340,8 @@ async def route_item(
     holdable: dict[int, bool] = {}  # by patron category
     params = {"bib_id": item.bib_id, "item_id": item.id}
     (found,) = await hotpath.rows(session, _ANY_WAITING, params)
-    waiting = await session.scalars(_WAITING_HOLDS, params) if found["waiting"] else None
-    for hold in waiting.unique() if waiting is not None else ():
+    waiting = (await session.scalars(_WAITING_HOLDS, params)).unique() if found["waiting"] else ()
+    for hold in waiting:
         category_id = hold.patron.category_id
         if category_id not in holdable:
             rule = await rules.rule_for(

@@ -268,9 +268,9 @@ async def _insert_loan(
         (inserted,) = await hotpath.rows(session, _INSERT_LOAN, values)
     except IntegrityError as exc:
         raise ItemOnLoan(f"Item {item.barcode} is on loan.", status="on_loan") from exc
-    loan = Loan(id=inserted["id"], **values)
-    loan.item, loan.patron, loan.branch = item, patron, branch
-    return hotpath.adopt(session, loan)  # as if loaded: persistent, nothing to flush
+    # As if loaded: persistent, nothing to flush.
+    row = values | {"id": inserted["id"]}
+    return _LOAN.instance(session, row, item=item, patron=patron, branch=branch)
 
 
 def _checkout_event(
