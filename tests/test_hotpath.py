@@ -95,6 +95,13 @@ async def test_a_loaded_instance_is_in_the_session_and_clean(session: AsyncSessi
     assert await session.get(Item, locked.id) is locked
     assert not session.dirty
     assert not session.new
+    # The unit of work sees a change made to it, and a rollback expires it.
+    locked.shelfmark = "B 2"
+    assert locked in session.dirty
+    await session.flush()
+    assert await session.scalar(select(Item.shelfmark).where(Item.id == locked.id)) == "B 2"
+    await session.rollback()
+    assert "shelfmark" not in inspect(locked).dict
 
 
 async def test_a_held_instance_is_refreshed_like_populate_existing(session: AsyncSession) -> None:

@@ -32,8 +32,8 @@ from sqlalchemy import Column, Insert, Table, Update, bindparam, insert, inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapper, make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import Mapper
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.sql import ClauseElement, ColumnElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.schema import CallableColumnDefault
@@ -187,6 +187,7 @@ class Loader(Generic[M]):
         mapper: Mapper[Any] = inspect(model)
         self._mapper = mapper
         self._new = mapper.class_manager.new_instance
+        self._identity_class = mapper._identity_class
         self._primary_key = tuple(
             prefix + mapper.get_property_by_column(c).key for c in mapper.primary_key
         )
@@ -199,22 +200,28 @@ class Loader(Generic[M]):
         """The row's instance in the session, with `related` instances (loaded already) set
         as its loaded relationships. The row must hold every column: a missing one would
         be expired, and loading it later is an error in async code."""
-        identity = tuple(row[k] for k in self._primary_key)
-        held = session.identity_map.get(self._mapper.identity_key_from_primary_key(identity))
+        key = (self._identity_class, tuple(row[k] for k in self._primary_key), None)
+        held = session.identity_map.get(key)
         if held is not None:
             if self._refresh:
                 for name, label in self._keys:
                     set_committed_value(held, name, row[label])
                 relate(held, **related)
             return cast(M, held)
-        # As the ORM's loading makes one: no constructor, no attribute events (costly).
+        # As the ORM's loading makes one: no constructor, no attribute events, and none of
+        # `session.add`'s cascade (which cost more than the rest): persistent in the identity
+        # map with its values as loaded. (No load event is fired: it is not a query's.)
         instance = self._new()
         values = instance.__dict__
         for name, label in self._keys:
             values[name] = row[label]
         values.update(related)
-        make_transient_to_detached(instance)
-        session.add(instance)
+        state = instance_state(instance)
+        state.key = key
+        state.identity_token = None
+        sync = session.sync_session
+        state.session_id = sync.hash_key
+        sync.identity_map._add_unpresent(state, key)
         return cast(M, instance)
 
 
