@@ -20,6 +20,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from factories import (
@@ -36,7 +37,7 @@ from factories import (
 from shelfmark.app import create_app
 from shelfmark.auth.roles import Role
 from shelfmark.catalog.models import Bib, Branch, Item
-from shelfmark.circulation import fees
+from shelfmark.circulation import fees, locking
 from shelfmark.circulation.models import Loan
 from shelfmark.db import create_engine, create_sessionmaker, session_scope, utcnow
 from shelfmark.migrate import upgrade
@@ -185,6 +186,40 @@ class TestRaces:
                 assert await item_status(live, item) == "available"
             outcomes.add(checkout.status_code)
         assert outcomes  # either order is right; never both, never a 500
+
+    async def test_a_checkout_locks_the_copy_before_the_patron(self, live: Live) -> None:
+        """One statement locks both, in the desk's order (item, then patron): waiting on a
+        patron locked elsewhere, it already holds the copy, as two statements would."""
+        (reader,) = await patrons(live, 1)
+        item = await copy(live)
+        async with live.maker() as holder, live.maker() as desk:
+            await holder.execute(select(Patron.id).where(Patron.id == reader.id).with_for_update())
+            locking_both = asyncio.create_task(
+                locking.lock_item_and_patron(
+                    desk, barcode=item.barcode, card_number=reader.card_number
+                )
+            )
+            async with live.maker() as probe:
+                for _ in range(100):  # until the desk holds the copy (and waits on the patron)
+                    try:
+                        await probe.execute(
+                            select(Item.id).where(Item.id == item.id).with_for_update(nowait=True)
+                        )
+                    except DBAPIError:
+                        await probe.rollback()
+                        break
+                    await probe.rollback()
+                    await asyncio.sleep(0.02)
+                else:
+                    locking_both.cancel()
+                    await holder.rollback()
+                    pytest.fail("the desk waits on the patron without holding the copy")
+            assert not locking_both.done()  # still waiting on the patron
+            await holder.commit()
+            locked_item, locked_patron = await locking_both
+            assert (locked_item.id, locked_patron.id) == (item.id, reader.id)
+            assert locked_patron.category.id == live.category.id
+            await desk.rollback()
 
     async def test_two_holds_placed_at_once_keep_a_strict_order(
         self, live: Live, client: httpx.AsyncClient

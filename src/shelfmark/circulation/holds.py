@@ -279,15 +279,14 @@ _WAITING_HOLDS = _LOCK_HOLDS.where(
     or_(Hold.level == "title", Hold.item_id == bindparam("item_id")),
 ).order_by(Hold.id)
 # Most copies come back to no waiting hold: that is asked first, on the hot path (`hotpath`).
-_ANY_WAITING = select(
-    exists()
-    .where(
-        Hold.bib_id == bindparam("bib_id"),
-        Hold.status == "waiting",
-        or_(Hold.level == "title", Hold.item_id == bindparam("item_id")),
-    )
-    .label("waiting")
+# Whether any hold waits that the copy whose bib and id are bound (`bib_id`, `item_id`) may
+# serve: a column, for the statement that reads what else a checkin needs (`loans`).
+ANY_WAITING = exists().where(
+    Hold.bib_id == bindparam("bib_id"),
+    Hold.status == "waiting",
+    or_(Hold.level == "title", Hold.item_id == bindparam("item_id")),
 )
+_ANY_WAITING = select(ANY_WAITING.label("waiting"))
 _ACTIVE_HOLD = _LOCK_HOLDS.where(
     Hold.patron_id == bindparam("patron_id"),
     Hold.bib_id == bindparam("bib_id"),
@@ -332,15 +331,19 @@ async def _trap(
 
 
 async def route_item(
-    session: AsyncSession, *, item: Item, at_branch: Branch, now: datetime
-) -> Routing:
+    session: AsyncSession, *, item: Item, at_branch: Branch, now: datetime,
+    any_waiting: bool | None = None,
+) -> Routing:  # fmt: skip
     """Trap a free copy in hand at `at_branch` for the first waiting hold it may serve, or
     send it home, or back on the shelf. The copy's row must be locked; the caller sets the
-    routing's status on it."""
+    routing's status on it. `any_waiting`, if the caller read `ANY_WAITING` already (after
+    locking the copy), saves reading it again."""
     holdable: dict[int, bool] = {}  # by patron category
     params = {"bib_id": item.bib_id, "item_id": item.id}
-    (found,) = await hotpath.rows(session, _ANY_WAITING, params)
-    waiting = (await session.scalars(_WAITING_HOLDS, params)).unique() if found["waiting"] else ()
+    if any_waiting is None:
+        (found,) = await hotpath.rows(session, _ANY_WAITING, params)
+        any_waiting = bool(found["waiting"])
+    waiting = (await session.scalars(_WAITING_HOLDS, params)).unique() if any_waiting else ()
     for hold in waiting:
         category_id = hold.patron.category_id
         if category_id not in holdable:
@@ -357,13 +360,17 @@ async def route_item(
 
 
 async def route_on_checkin(
-    session: AsyncSession, *, item: Item, at_branch: Branch, now: datetime
-) -> Routing:
+    session: AsyncSession, *, item: Item, at_branch: Branch, now: datetime,
+    any_waiting: bool | None = None,
+) -> Routing:  # fmt: skip
     """A copy already trapped goes on (or stays on) its hold's shelf, or on to its pickup
-    branch; any other copy is routed afresh. The caller sets the routing's status on it."""
+    branch; any other copy is routed afresh (`route_item`). The caller sets the routing's
+    status on it."""
     hold = await trapped_hold(session, item)
     if hold is None:
-        return await route_item(session, item=item, at_branch=at_branch, now=now)
+        return await route_item(
+            session, item=item, at_branch=at_branch, now=now, any_waiting=any_waiting
+        )
     if hold.pickup_branch_id == at_branch.id:
         if hold.status == "in_transit":
             await _make_ready(session, hold=hold, item=item, now=now)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     Table,
+    and_,
     bindparam,
     exists,
     func,
@@ -73,11 +74,19 @@ LOAN_LOAD: tuple[ORMOption, ...] = (
 _LOAN = hotpath.Loader(Loan)
 _BORROWER = hotpath.Loader(Patron, prefix="borrower__")
 _BORROWER_CATEGORY = hotpath.Loader(PatronCategory, prefix="category__")
-_OPEN_LOAN: Select[Any] = (
-    select(*_LOAN.columns, *_BORROWER.columns, *_BORROWER_CATEGORY.columns)
-    .join_from(Loan, Patron, Loan.patron_id == Patron.id)
-    .join(PatronCategory, Patron.category_id == PatronCategory.id)
-    .where(Loan.item_id == bindparam("item_id"), Loan.returned_at.is_(None))
+# One row: whether holds wait for the copy, and its open loan (NULLs if none) with the
+# borrower and their category; read after the copy is locked (see `locking`).
+_ONE = select(literal(1).label("one")).subquery("one")
+_CHECKIN_COLUMNS = (
+    holds.ANY_WAITING.label("holds_waiting"),
+    *_LOAN.columns, *_BORROWER.columns, *_BORROWER_CATEGORY.columns,
+)  # fmt: skip
+_CHECKIN_FACTS: Select[Any] = (
+    select(*_CHECKIN_COLUMNS)
+    .select_from(_ONE)
+    .outerjoin(Loan, and_(Loan.item_id == bindparam("item_id"), Loan.returned_at.is_(None)))
+    .outerjoin(Patron, Loan.patron_id == Patron.id)
+    .outerjoin(PatronCategory, Patron.category_id == PatronCategory.id)
 )
 _LOANS = cast(Table, Loan.__table__)
 _INSERT_LOAN = insert(_LOANS).returning(_LOANS.c.id)
@@ -92,15 +101,17 @@ def _event(name: str, loan: Loan, *, branch: str, at: datetime, **extra: object)
     return events.Event(name, at=at, payload=payload | extra)
 
 
-async def _open_loan(session: AsyncSession, item: Item) -> Loan | None:
+async def _checkin_facts(session: AsyncSession, item: Item) -> tuple[Loan | None, bool]:
     """The copy's open loan, with the copy, its patron and their category (an open loan
-    always names its patron)."""
-    found = await hotpath.rows(session, _OPEN_LOAN, {"item_id": item.id})
-    if not found:
-        return None
-    category = _BORROWER_CATEGORY.instance(session, found[0])
-    patron = _BORROWER.instance(session, found[0], category=category)
-    return _LOAN.instance(session, found[0], patron=patron, item=item)
+    always names its patron), and whether any hold waits that the copy may serve."""
+    params = {"item_id": item.id, "bib_id": item.bib_id}
+    (row,) = await hotpath.rows(session, _CHECKIN_FACTS, params)
+    any_waiting = bool(row["holds_waiting"])
+    if row["id"] is None:
+        return None, any_waiting
+    category = _BORROWER_CATEGORY.instance(session, row)
+    patron = _BORROWER.instance(session, row, category=category)
+    return _LOAN.instance(session, row, patron=patron, item=item), any_waiting
 
 
 async def _loan_rule(
@@ -207,9 +218,8 @@ async def check_out(
     patron's hold fulfils the hold; lending it over another patron's hold puts that hold
     back in the queue."""
     require_staff(actor)
-    item = await locking.lock_item_by_barcode(session, data.item_barcode)
-    patron = await patrons_service.require_patron_by_card(
-        session, data.patron_card, for_update=True
+    item, patron = await locking.lock_item_and_patron(
+        session, barcode=data.item_barcode, card_number=data.patron_card
     )
     branch = item.branch
     if data.branch is not None:
@@ -338,7 +348,7 @@ async def check_in(
     at_branch = item.branch
     if data.branch is not None:
         at_branch = await catalog_service.require_branch_by_code(session, data.branch)
-    loan = await _open_loan(session, item)
+    loan, any_waiting = await _checkin_facts(session, item)
     fee = None
     if loan is not None:
         fee = await _close_loan(session, loan=loan, item=item, at_branch=at_branch, now=now)
@@ -346,7 +356,9 @@ async def check_in(
         routing = Routing("reshelve")  # out of circulation: never trapped, status kept
         seen: dict[str, object] = {"last_seen_at": now}
     else:
-        routing = await holds.route_on_checkin(session, item=item, at_branch=at_branch, now=now)
+        routing = await holds.route_on_checkin(
+            session, item=item, at_branch=at_branch, now=now, any_waiting=any_waiting
+        )
         seen = {"status": routing.status, "last_seen_at": now}
     event = audit.event_row(
         actor=actor, action="item.checkin", object_type="item", object_id=item.id,

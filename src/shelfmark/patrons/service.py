@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import ORMOption
 
-from shelfmark import hotpath
 from shelfmark.audit import service as audit
 from shelfmark.auth import service as auth_service
 from shelfmark.auth.models import User
@@ -50,15 +49,6 @@ PATRON_LOAD: tuple[ORMOption, ...] = (
 )
 # What circulation's checks need of a patron: the row and its category (rules, threshold).
 WITH_CATEGORY: tuple[ORMOption, ...] = (joinedload(Patron.category, innerjoin=True),)
-# Built once: every checkout runs it, on the hot path (see `hotpath`).
-_PATRON = hotpath.Loader(Patron)
-_CATEGORY = hotpath.Loader(PatronCategory, prefix="category__")
-_LOCK_PATRON_BY_CARD: Select[Any] = (
-    select(*_PATRON.columns, *_CATEGORY.columns)
-    .join_from(Patron, PatronCategory, Patron.category_id == PatronCategory.id)
-    .where(Patron.card_number == bindparam("card_number"))
-    .with_for_update(of=Patron)
-)
 
 
 def check_patron_access(actor: Actor, patron_id: int | None) -> None:
@@ -188,25 +178,13 @@ async def access_patron(session: AsyncSession, *, actor: Actor, patron_id: int) 
     return await require_patron(session, patron_id)
 
 
-async def get_patron_by_card(
-    session: AsyncSession, card_number: str, *, for_update: bool = False
-) -> Patron | None:
-    """With `for_update`, the row is locked and only its category loaded: enough for
-    circulation's checks, which it serialises per patron (loan and hold limits)."""
-    if for_update:
-        locked = await hotpath.rows(session, _LOCK_PATRON_BY_CARD, {"card_number": card_number})
-        if not locked:
-            return None
-        category = _CATEGORY.instance(session, locked[0])
-        return _PATRON.instance(session, locked[0], category=category)
+async def get_patron_by_card(session: AsyncSession, card_number: str) -> Patron | None:
     query = select(Patron).options(*PATRON_LOAD).where(Patron.card_number == card_number)
     return (await session.scalars(query)).unique().one_or_none()
 
 
-async def require_patron_by_card(
-    session: AsyncSession, card_number: str, *, for_update: bool = False
-) -> Patron:
-    patron = await get_patron_by_card(session, card_number, for_update=for_update)
+async def require_patron_by_card(session: AsyncSession, card_number: str) -> Patron:
+    patron = await get_patron_by_card(session, card_number)
     if patron is None:
         raise PatronNotFound(f"There is no patron with card number {card_number!r}.")
     return patron
