@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import JSON, ColumnElement, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
@@ -91,14 +92,36 @@ def open_weekdays(branch: Branch) -> frozenset[int] | None:
 
 
 # Built once: every checkout reads it (building costs more CPU than executing).
-_CLOSED_DAYS = select(ClosedDay.first_day, ClosedDay.last_day, ClosedDay.yearly).where(
-    or_(ClosedDay.branch_id == bindparam("branch_id"), ClosedDay.branch_id.is_(None))
-)
+_OF_BRANCH = or_(ClosedDay.branch_id == bindparam("branch_id"), ClosedDay.branch_id.is_(None))
+_CLOSED_DAYS = select(ClosedDay.first_day, ClosedDay.last_day, ClosedDay.yearly).where(_OF_BRANCH)
 
 
 async def calendar_for(session: AsyncSession, branch: Branch) -> Calendar:
     rows = await hotpath.rows(session, _CLOSED_DAYS, {"branch_id": branch.id})
     closures = tuple(Closure(r["first_day"], r["last_day"], r["yearly"]) for r in rows)
+    return Calendar(closures=closures, open_weekdays=open_weekdays(branch))
+
+
+def closed_days_column(dialect: str) -> ColumnElement[Any]:
+    """The closed days of the branch bound as `branch_id` (and of every branch) as one JSON
+    array of [first day, last day, yearly], as a scalar subquery: for reading a calendar in
+    the statement that reads what else an action needs (`calendar_of` makes it)."""
+    if dialect == "postgresql":
+        day = func.json_build_array(ClosedDay.first_day, ClosedDay.last_day, ClosedDay.yearly)
+        days = func.json_agg(day, type_=JSON)
+    else:
+        day = func.json_array(ClosedDay.first_day, ClosedDay.last_day, ClosedDay.yearly)
+        days = func.json_group_array(day, type_=JSON)
+    return select(days).where(_OF_BRANCH).scalar_subquery()
+
+
+def calendar_of(branch: Branch, closed_days: Sequence[Sequence[Any]] | None) -> Calendar:
+    """The branch's calendar from `closed_days_column`'s decoded value (NULL: none, on
+    PostgreSQL). Dates are ISO dates in JSON on both databases."""
+    closures = tuple(
+        Closure(date.fromisoformat(first), date.fromisoformat(last), bool(yearly))
+        for first, last, yearly in closed_days or ()
+    )
     return Calendar(closures=closures, open_weekdays=open_weekdays(branch))
 
 

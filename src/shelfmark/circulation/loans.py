@@ -37,7 +37,13 @@ from shelfmark.auth.roles import Actor, require_staff
 from shelfmark.catalog import service as catalog_service
 from shelfmark.catalog.models import Branch, Item
 from shelfmark.circulation import fees, holds, locking, rules
-from shelfmark.circulation.calendar import calendar_for, due_at_for
+from shelfmark.circulation.calendar import (
+    Calendar,
+    calendar_for,
+    calendar_of,
+    closed_days_column,
+    due_at_for,
+)
 from shelfmark.circulation.errors import (
     HoldsWaiting,
     ItemNotAvailable,
@@ -129,56 +135,67 @@ async def _loan_rule(
 class _CheckoutFacts:
     """What a checkout decides on besides the locked rows, read in one statement once the
     copy and the patron are locked (so that it sees every commit that took those locks
-    before: a loan of the copy, the patron's loans for the limit, their holds)."""
+    before: a loan of the copy, the patron's loans for the limit, their holds): the rule,
+    the lending branch's calendar, and the patron's and the copy's state."""
 
+    rule: CirculationRule
+    calendar: Calendar
     standing: Standing
     on_loan: bool  # the copy has an open loan
-    loans: int | None  # the patron's open loans that count against the rule's limit
+    loans: int | None  # the patron's open loans that count against the rule's limit, if any
     has_hold: bool  # the patron has an active hold on the copy's title
 
 
 @functools.cache
-def _checkout_facts_query(*, with_balance: bool, count: bool, of_type: bool) -> Select[Any]:
-    """Built once per shape: whether the balance is summed (the patron's category has a fee
-    threshold), whether loans are counted (the rule has a limit) and of one item type only."""
+def _checkout_facts_query(*, dialect: str, with_balance: bool, item_type: bool) -> Select[Any]:
+    """Built once per shape: the database's (for the calendar), whether the balance is summed
+    (the patron's category has a fee threshold), whether the copy has an item type. A row
+    per matching rule; the other columns are scalar subqueries, the same on every row (and
+    run once)."""
     blocked, balance = standing_columns(with_balance=with_balance)
     open_loan = Loan.returned_at.is_(None)
     on_loan = exists().where(Loan.item_id == bindparam("item_id"), open_loan)
-    loans: ColumnElement[Any] = null()
-    if count:
-        # Of the rule's item type if it names one, else all of them.
-        counted = select(func.count()).where(Loan.patron_id == bindparam("patron_id"), open_loan)
-        if of_type:
-            counted = counted.where(
-                exists().where(Item.id == Loan.item_id, Item.item_type == bindparam("item_type"))
-            )
-        loans = counted.scalar_subquery()
+    # Every open loan of the patron, and those of the copy's item type: the count the limit
+    # is held to is the second when the winning rule names the item type (it is the copy's).
+    loans = select(func.count()).where(Loan.patron_id == bindparam("patron_id"), open_loan)
+    of_type: ColumnElement[Any] = null()
+    if item_type:
+        of_type = loans.where(
+            exists().where(Item.id == Loan.item_id, Item.item_type == bindparam("item_type"))
+        ).scalar_subquery()
     has_hold = exists().where(
         Hold.patron_id == bindparam("patron_id"),
         Hold.bib_id == bindparam("bib_id"),
         Hold.status.in_([literal(status) for status in ACTIVE_HOLD_STATUSES]),  # see hotpath
     )
-    return select(
+    matching = rules.matching_rules(branch=True, category=True, item_type=item_type)
+    return matching.add_columns(
         blocked.label("blocked"), balance.label("balance"), on_loan.label("on_loan"),
-        loans.label("loans"), has_hold.label("has_hold"),
+        loans.scalar_subquery().label("loans"), of_type.label("loans_of_type"),
+        has_hold.label("has_hold"), closed_days_column(dialect).label("closed_days"),
     )  # fmt: skip
 
 
 async def _checkout_facts(
-    session: AsyncSession, *, item: Item, patron: Patron, rule: CirculationRule
+    session: AsyncSession, *, item: Item, patron: Patron, branch: Branch
 ) -> _CheckoutFacts:
     query = _checkout_facts_query(
+        dialect=session.get_bind().dialect.name,
         with_balance=patron.category.fee_block_threshold is not None,
-        count=rule.max_loans is not None, of_type=rule.item_type is not None,
-    )  # fmt: skip
+        item_type=item.item_type is not None,
+    )
     params = {
         "patron_id": patron.id, "item_id": item.id, "bib_id": item.bib_id,
-        "item_type": rule.item_type,
+        "item_type": item.item_type, "branch_id": branch.id, "category_id": patron.category_id,
     }  # fmt: skip
-    (row,) = await hotpath.rows(session, query, params)
+    found = await hotpath.rows(session, query, params)
+    rule, row = rules.best_of(session, found), found[0]
+    loans = None
+    if rule.max_loans is not None:
+        loans = int(row["loans_of_type"] if rule.item_type is not None else row["loans"])
     return _CheckoutFacts(
-        standing=standing_of(row), on_loan=bool(row["on_loan"]),
-        loans=None if row["loans"] is None else int(row["loans"]), has_hold=bool(row["has_hold"]),
+        rule=rule, calendar=calendar_of(branch, row["closed_days"]), standing=standing_of(row),
+        on_loan=bool(row["on_loan"]), loans=loans, has_hold=bool(row["has_hold"]),
     )  # fmt: skip
 
 
@@ -225,17 +242,16 @@ async def check_out(
     if data.branch is not None:
         branch = await catalog_service.require_branch_by_code(session, data.branch)
     trapped = await holds.trapped_hold(session, item)
-    rule = await _loan_rule(session, branch_id=branch.id, patron=patron, item=item)
-    facts = await _checkout_facts(session, item=item, patron=patron, rule=rule)
+    facts = await _checkout_facts(session, item=item, patron=patron, branch=branch)
+    rule = facts.rule
     refusals = await _checkout_refusals(
         session, item=item, patron=patron, trapped=trapped, rule=rule, facts=facts, now=now
     )
     overridden = enforce(refusals, override=data.override, actor=actor)
     due_at = data.due_at
     if due_at is None:
-        calendar = await calendar_for(session, branch)
         due_at = due_at_for(
-            start=now, period=rule.loan_period, unit=rule.period_unit, calendar=calendar
+            start=now, period=rule.loan_period, unit=rule.period_unit, calendar=facts.calendar
         )
     if trapped is not None and trapped.patron_id != patron.id:
         await holds.requeue(session, hold=trapped, now=now)

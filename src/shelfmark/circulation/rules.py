@@ -16,7 +16,7 @@ deleted). There is one rule per scope (a unique index), so the winner is never a
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -137,6 +137,21 @@ async def resolve_rule(
     if not candidates:
         raise InternalError("The default circulation rule is missing; run the migrations.")
     return Resolution(rule=candidates[0], candidates=candidates)
+
+
+def matching_rules(*, branch: bool, category: bool, item_type: bool) -> Select[Any]:
+    """The rules matching a scope (its keys bound as `branch_id`, `category_id` and
+    `item_type`, those flagged given), as rows of their columns: for a caller that reads
+    its rule along with other columns of its own (`best_of` picks the rule)."""
+    return _matching_rules(branch=branch, category=category, item_type=item_type, with_scope=False)
+
+
+def best_of(session: AsyncSession, rows: Iterable[Mapping[str, Any]]) -> CirculationRule:
+    """The winning rule of `matching_rules`' rows."""
+    candidates = [_RULE.instance(session, row) for row in rows]
+    if not candidates:
+        raise InternalError("The default circulation rule is missing; run the migrations.")
+    return max(candidates, key=rank_of)
 
 
 async def rule_for(
