@@ -199,6 +199,35 @@ async def test_writes_go_together_in_one_statement_on_postgresql(
     assert count[0]["n"] == 1
 
 
+async def test_a_write_may_name_the_key_of_a_row_an_earlier_one_inserts(
+    session: AsyncSession, connection: AsyncConnection
+) -> None:
+    """A keyed insert's key is returned, and a later write of the same call may take it (as
+    its column's type: text here), on PostgreSQL still in one statement."""
+    item = await make_item(session)
+    await session.commit()
+    sent: list[str] = []
+    driver = (await connection.get_raw_connection()).driver_connection
+    postgresql = connection.dialect.name == "postgresql"
+    if postgresql:
+        driver.add_query_logger(lambda record: sent.append(record.query))
+    first = hotpath.inserting(BRANCHES, branch_values("HOT-KEY-1"), keyed=True)
+    second = hotpath.inserting(BRANCHES, branch_values("HOT-KEY-2"), keyed=True)
+    naming = branch_values("HOT-KEY-3") | {"address": hotpath.KeyOf(first)}
+    keys = await hotpath.write(
+        session, first, hotpath.updating(item, {"status": "missing"}), second,
+        hotpath.inserting(BRANCHES, naming),
+    )  # fmt: skip
+    await asyncio.sleep(0)
+    if postgresql:
+        assert len(sent) == 1
+    query = select(Branch.code, Branch.id, Branch.address).where(Branch.code.like("HOT-KEY-%"))
+    found = {row.code: (row.id, row.address) for row in await session.execute(query)}
+    assert keys == [found["HOT-KEY-1"][0], found["HOT-KEY-2"][0]]
+    assert found["HOT-KEY-3"][1] == str(keys[0])
+    assert item.status == "missing"
+
+
 @pytest.mark.postgres_only
 async def test_each_transaction_of_a_session_has_its_statements(own_engine: AsyncEngine) -> None:
     """After a commit the next statement begins a new transaction (the first one's lock is

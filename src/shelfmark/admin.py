@@ -21,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from wtforms import Form, PasswordField, SelectField
 from wtforms.validators import Length, Optional
 
-from shelfmark.admin_base import IN_USE, ChangeRefused, ShelfmarkView, choices
+from shelfmark.admin_base import ChangeRefused, ShelfmarkView, choices
 from shelfmark.admin_circulation import CIRCULATION_VIEWS
 from shelfmark.admin_notices import NOTICE_VIEWS
 from shelfmark.audit import service as audit
@@ -31,7 +31,7 @@ from shelfmark.cache import bib_key, invalidate, item_key
 from shelfmark.catalog import service as catalog_service
 from shelfmark.catalog.models import Bib, Branch, Item
 from shelfmark.catalog.schemas import BibUpdate
-from shelfmark.db import session_scope
+from shelfmark.db import IN_USE, session_scope
 from shelfmark.errors import Forbidden
 from shelfmark.search.index import index_bibs
 from shelfmark.web.session import USER_KEY, log_out

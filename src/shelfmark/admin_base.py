@@ -13,7 +13,6 @@ in `form_args`: sqladmin appends its own to those lists, which would grow on eve
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -30,57 +29,21 @@ from wtforms.validators import NumberRange
 
 from shelfmark.auth import service as auth_service
 from shelfmark.catalog.models import Bib, Branch
+from shelfmark.db import IN_USE, NOT_NULL, constraint_of
 from shelfmark.errors import Conflict
 from shelfmark.patrons.models import Patron, PatronCategory
 
 # What the form shows when a view names no message of its own for a refusal.
-IN_USE = "foreign_key"
-NOT_NULL = "not_null"
 _FALLBACK = {
     IN_USE: "Other records still refer to this one, so it cannot be deleted.",
     NOT_NULL: "A required field is empty.",
 }
-_SQLITE_PATTERNS = (
-    re.compile(r"CHECK constraint failed: (\w+)"),
-    re.compile(r"UNIQUE constraint failed: index '(\w+)'"),
-)
-_SQLITE_UNIQUE_COLUMNS = re.compile(r"UNIQUE constraint failed: ([\w.]+(?:, [\w.]+)*)")
-_POSTGRES_STATES = {"23503": IN_USE, "23502": NOT_NULL}
 CODE_PATTERN = r"^[A-Za-z0-9_.-]+$"  # as the API's `Code`
 
 
 class ChangeRefused(Conflict):
     code = "admin-change-refused"
     title = "Change refused"
-
-
-def constraint_of(error: IntegrityError) -> str:
-    """The name of the constraint a write broke, the same on PostgreSQL and SQLite.
-
-    asyncpg names it; SQLite names check constraints and expression indexes, and gives the
-    columns of a plain unique constraint, from which the naming convention
-    (`uq_<table>_<columns>`) rebuilds its name. Foreign keys and NOT NULL are reported as
-    `IN_USE` and `NOT_NULL`: SQLite names neither.
-    """
-    cause = getattr(error.orig, "__cause__", None)
-    state = getattr(cause, "sqlstate", None)
-    if state in _POSTGRES_STATES:
-        return _POSTGRES_STATES[state]
-    name = getattr(cause, "constraint_name", None)
-    if isinstance(name, str) and name:
-        return name
-    text = str(error.orig)
-    for pattern in _SQLITE_PATTERNS:
-        if match := pattern.search(text):
-            return match.group(1)
-    if match := _SQLITE_UNIQUE_COLUMNS.search(text):
-        columns = [column.split(".") for column in match.group(1).split(", ")]
-        return f"uq_{columns[0][0]}_" + "_".join(column[-1] for column in columns)
-    if "FOREIGN KEY" in text:
-        return IN_USE
-    if "NOT NULL" in text:
-        return NOT_NULL
-    return "unknown"
 
 
 def refusal_message(name: str, messages: Mapping[str, str]) -> str:

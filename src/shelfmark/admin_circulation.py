@@ -20,7 +20,6 @@ from wtforms.validators import Length, NumberRange, Optional, Regexp
 
 from shelfmark.admin_base import (
     CODE_PATTERN,
-    IN_USE,
     NOT_NEGATIVE,
     KeyFilter,
     ShelfmarkView,
@@ -40,6 +39,7 @@ from shelfmark.circulation.models import (
     ClosedDay,
     Fee,
 )
+from shelfmark.db import IN_USE
 from shelfmark.patrons.models import NOTICE_CHANNELS, Patron, PatronCategory
 
 CODE = Regexp(CODE_PATTERN, message="Letters, digits, '.', '_' and '-' only.")

@@ -7,6 +7,7 @@ on it) commits when the work succeeds and rolls back when it raises. Services on
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -302,6 +303,46 @@ class PoolReads(SessionReads):
         idle, self._idle = self._idle, []
         for _, pooled in idle:
             await greenlet_spawn(pooled.close)
+
+
+# What `constraint_of` reports for a broken foreign key or NOT NULL (SQLite names neither).
+IN_USE = "foreign_key"
+NOT_NULL = "not_null"
+_SQLITE_PATTERNS = (
+    re.compile(r"CHECK constraint failed: (\w+)"),
+    re.compile(r"UNIQUE constraint failed: index '(\w+)'"),
+)
+_SQLITE_UNIQUE_COLUMNS = re.compile(r"UNIQUE constraint failed: ([\w.]+(?:, [\w.]+)*)")
+_POSTGRES_STATES = {"23503": IN_USE, "23502": NOT_NULL}
+
+
+def constraint_of(error: IntegrityError) -> str:
+    """The name of the constraint a write broke, the same on PostgreSQL and SQLite.
+
+    asyncpg names it; SQLite names check constraints and expression indexes, and gives the
+    columns of a plain unique constraint, from which the naming convention
+    (`uq_<table>_<columns>`) rebuilds its name. Foreign keys and NOT NULL are reported as
+    `IN_USE` and `NOT_NULL`: SQLite names neither.
+    """
+    cause = getattr(error.orig, "__cause__", None)
+    state = getattr(cause, "sqlstate", None)
+    if state in _POSTGRES_STATES:
+        return _POSTGRES_STATES[state]
+    name = getattr(cause, "constraint_name", None)
+    if isinstance(name, str) and name:
+        return name
+    text = str(error.orig)
+    for pattern in _SQLITE_PATTERNS:
+        if match := pattern.search(text):
+            return match.group(1)
+    if match := _SQLITE_UNIQUE_COLUMNS.search(text):
+        columns = [column.split(".") for column in match.group(1).split(", ")]
+        return f"uq_{columns[0][0]}_" + "_".join(column[-1] for column in columns)
+    if "FOREIGN KEY" in text:
+        return IN_USE
+    if "NOT NULL" in text:
+        return NOT_NULL
+    return "unknown"
 
 
 async def flush_or_raise(session: AsyncSession, error: Exception) -> None:

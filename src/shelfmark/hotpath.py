@@ -28,7 +28,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Column, Insert, Table, Update, bindparam, insert, inspect, update
+from sqlalchemy import (
+    CTE,
+    Column,
+    Insert,
+    Table,
+    Update,
+    bindparam,
+    insert,
+    inspect,
+    select,
+    update,
+)
+from sqlalchemy import cast as cast_
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -232,15 +244,24 @@ def relate(instance: object, **related: object) -> None:
         set_committed_value(instance, name, value)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Write:
     """A row for `write` to write: an UPDATE of a loaded instance's row (`updating`) or an
     INSERT (`inserting`)."""
 
     table: Table
-    values: Mapping[str, Any]  # by column key
+    values: Mapping[str, Any]  # by column key; a value may be a `KeyOf` an earlier write
     instance: object | None = None  # an update's: its primary key, then the values set on it
     primary_key: Any = None
+    keyed: bool = False  # an insert whose primary key `write` returns
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOf:
+    """As a value of a write: the primary key of the row that an earlier, keyed write of
+    the same `write` inserts (as the column's type: an id in a text column is its text)."""
+
+    write: Write
 
 
 def updating(instance: object, values: Mapping[str, Any]) -> Write:
@@ -255,44 +276,75 @@ def updating(instance: object, values: Mapping[str, Any]) -> Write:
     return Write(table, values, instance, primary_key)
 
 
-def inserting(table: Table, values: Mapping[str, Any]) -> Write:
-    """A new row: every column it needs a value for is in `values` (no Python defaults)."""
-    return Write(table, values)
+def inserting(table: Table, values: Mapping[str, Any], *, keyed: bool = False) -> Write:
+    """A new row: every column it needs a value for is in `values` (no Python defaults).
+    `keyed`: its primary key, made by the database, is wanted (`write` returns it, and a
+    later write may name it as a `KeyOf` this one)."""
+    return Write(table, values, keyed=keyed)
 
 
-async def write(session: AsyncSession, *writes: Write) -> None:
+async def write(session: AsyncSession, *writes: Write) -> list[Any]:
     """Write the rows now, in one statement on PostgreSQL (each in a WITH clause of the
     last: one round trip, for the database too, instead of one each), one by one elsewhere;
     then set each update's values on its instance as committed, leaving the instance
     nothing for the flush to write. The rows must be distinct (PostgreSQL runs the parts of
-    one statement on one snapshot, in no set order)."""
-    shape = tuple((w.table, tuple(w.values), w.instance is not None) for w in writes)
+    one statement on one snapshot, in no set order; only a `KeyOf` orders two of them).
+    Returns the primary keys of the keyed inserts, in order."""
+    shape = _shape_of(writes)
     params: dict[str, Any] = {}
     for n, w in enumerate(writes):
         for key, value in w.values.items():
-            params[f"w{n}_{key}"] = value
+            if not isinstance(value, KeyOf):
+                params[f"w{n}_{key}"] = value
         if w.instance is not None:
             params[f"w{n}_pk"] = w.primary_key
+    keys: list[Any] = []
     if session.get_bind().dialect.name == "postgresql":
-        await rows(session, _combined(shape), params)
+        found = await rows(session, _combined(shape), params)
+        if any(w.keyed for w in writes):
+            keys = list(found[0].values())
     else:
-        for part in _parts(shape):
-            await rows(session, part, params)
+        made: dict[int, Any] = {}
+        for n, part in enumerate(_parts(shape)):
+            params.update((f"w{n}_{key}", made[m]) for key, m in shape[n][3])
+            found = await rows(session, part, params)
+            if writes[n].keyed:
+                made[n] = found[0]["key"]
+                keys.append(made[n])
     for w in writes:
-        if w.instance is None:
-            continue
-        listeners = _UPDATE_LISTENERS.get(w.table)
-        if listeners:
-            held = w.instance.__dict__
-            changes = {
-                key: (held.get(key), value)
+        if w.instance is not None:
+            _committed(session, w)
+    return keys
+
+
+def _shape_of(writes: Sequence[Write]) -> _Shape:
+    position = {id(w): n for n, w in enumerate(writes)}
+    return tuple(
+        (
+            w.table, tuple(w.values), w.instance is not None,
+            tuple(
+                (key, position[id(value.write)])
                 for key, value in w.values.items()
-                if held.get(key) != value
-            }
-            for listener in listeners:
-                listener(session, w.instance, changes)
-        for key, value in w.values.items():
-            set_committed_value(w.instance, key, value)
+                if isinstance(value, KeyOf)
+            ),
+            w.keyed,
+        )
+        for w in writes
+    )  # fmt: skip
+
+
+def _committed(session: AsyncSession, w: Write) -> None:
+    """An update's values set on its instance as committed, after its listeners heard."""
+    listeners = _UPDATE_LISTENERS.get(w.table)
+    if listeners:
+        held = w.instance.__dict__
+        changes = {
+            key: (held.get(key), value) for key, value in w.values.items() if held.get(key) != value
+        }
+        for listener in listeners:
+            listener(session, w.instance, changes)
+    for key, value in w.values.items():
+        set_committed_value(w.instance, key, value)
 
 
 UpdateListener = Callable[[AsyncSession, object, Mapping[str, tuple[Any, Any]]], None]
@@ -306,31 +358,57 @@ def on_update(table: Table, listener: UpdateListener) -> None:
     _UPDATE_LISTENERS.setdefault(table, []).append(listener)
 
 
-_Shape = tuple[tuple[Table, tuple[str, ...], bool], ...]
+# Per write: its table, the keys of its values, whether an update, which values are the key
+# of which earlier write, whether keyed.
+_Shape = tuple[tuple[Table, tuple[str, ...], bool, tuple[tuple[str, int], ...], bool], ...]
+
+
+# A write's value that is the key of write m, as SQL: given (n, key, m).
+_KeyOf = Callable[[int, str, int], ColumnElement[Any]]
+
+
+def _statement(shape: _Shape, n: int, key_of: _KeyOf) -> Insert | Update:
+    """Write `n` of a shape, its parameters named `w{n}_{key}` (and `w{n}_pk` for an
+    update's primary key); a value that is a key made by write `m` is `key_of(n, key, m)`."""
+    table, keys, is_update, refs, keyed = shape[n]
+    values: dict[str, Any] = {
+        key: bindparam(f"w{n}_{key}", type_=table.c[key].type) for key in keys
+    }
+    for key, m in refs:
+        values[key] = cast_(key_of(n, key, m), table.c[key].type)
+    (primary_key,) = table.primary_key.columns
+    if is_update:
+        where = primary_key == bindparam(f"w{n}_pk", type_=primary_key.type)
+        return update(table).where(where).values(values)
+    statement = insert(table).values(values)
+    return statement.returning(primary_key.label("key")) if keyed else statement
 
 
 @functools.cache
 def _parts(shape: _Shape) -> tuple[Executable, ...]:
-    """The statements of a shape of writes, their parameters named `w{n}_{key}` (and
-    `w{n}_pk` for an update's primary key)."""
-    parts: list[Executable] = []
-    for n, (table, keys, is_update) in enumerate(shape):
-        values = {key: bindparam(f"w{n}_{key}", type_=table.c[key].type) for key in keys}
-        if is_update:
-            (primary_key,) = table.primary_key.columns
-            where = primary_key == bindparam(f"w{n}_pk", type_=primary_key.type)
-            parts.append(update(table).where(where).values(values))
-        else:
-            parts.append(insert(table).values(values))
-    return tuple(parts)
+    """The statements of a shape of writes, to run one by one (a key made by an earlier one
+    is bound: `write` knows it by then)."""
+    return tuple(
+        _statement(shape, n, lambda n, key, m: bindparam(f"w{n}_{key}")) for n in range(len(shape))
+    )
 
 
 @functools.cache
 def _combined(shape: _Shape) -> Executable:
-    *first, last = cast("list[Insert | Update]", list(_parts(shape)))
-    if not first:
-        return last
-    return last.add_cte(*(part.cte(f"w{n}") for n, part in enumerate(first)))
+    """The writes in one statement: each in a WITH clause of the last, or, if keys are
+    wanted, of a SELECT of them (a key named by a later write is read from its clause)."""
+    ctes: list[CTE] = []
+
+    def key_of(n: int, key: str, m: int) -> ColumnElement[Any]:
+        return select(ctes[m].c.key).scalar_subquery()
+
+    keyed = [n for n, entry in enumerate(shape) if entry[4]]
+    last = len(shape) if keyed else len(shape) - 1
+    for n in range(last):  # one by one: a clause may read an earlier one's key
+        ctes.append(_statement(shape, n, key_of).cte(f"w{n}"))  # noqa: PERF401
+    if keyed:
+        return select(*(key_of(-1, "", n).label(f"k{n}") for n in keyed)).add_cte(*ctes)
+    return _statement(shape, last, key_of).add_cte(*ctes)
 
 
 @functools.cache

@@ -18,14 +18,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from factories import PASSWORD, make_branch, make_category, make_patron, make_rule, make_user
-from shelfmark.admin_base import IN_USE, constraint_of
 from shelfmark.audit.models import AuditEvent
 from shelfmark.auth import service as auth_service
 from shelfmark.auth.models import User
 from shelfmark.auth.roles import SYSTEM, Role
 from shelfmark.circulation import fees
 from shelfmark.circulation.models import CirculationRule, ClosedDay
-from shelfmark.db import utcnow
+from shelfmark.db import IN_USE, constraint_of, utcnow
 from shelfmark.patrons import service as patrons_service
 from shelfmark.patrons.models import Patron, PatronCategory
 from web.test_pages import HTML, log_in

@@ -42,7 +42,7 @@ def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _values(
-    *, actor: Actor, action: str, object_type: str, object_id: int | str | None,
+    *, actor: Actor, action: str, object_type: str, object_id: int | str | hotpath.KeyOf | None,
     changes: Mapping[str, Any] | None, now: datetime | None,
 ) -> dict[str, Any]:  # fmt: skip
     return {
@@ -51,7 +51,9 @@ def _values(
         "actor_name": actor.username,
         "action": action,
         "object_type": object_type,
-        "object_id": None if object_id is None else str(object_id),
+        "object_id": object_id
+        if object_id is None or isinstance(object_id, hotpath.KeyOf)
+        else str(object_id),
         "changes": _jsonable(dict(changes or {})),
     }
 
@@ -84,13 +86,13 @@ def event_row(
     actor: Actor,
     action: str,
     object_type: str,
-    object_id: int | str | None,
+    object_id: int | str | hotpath.KeyOf | None,
     changes: Mapping[str, Any] | None = None,
     now: datetime | None = None,
 ) -> hotpath.Write:
     """As `record`, but as a row for `hotpath.write` to insert along with the writes it
-    records (the desk's hot paths: checkout, checkin). The actor's user must be in the
-    database already."""
+    records (the desk's hot paths: checkout, checkin); the object may be a row inserted by
+    the same `write` (a `KeyOf` it). The actor's user must be in the database already."""
     values = _values(
         actor=actor, action=action, object_type=object_type, object_id=object_id,
         changes=changes, now=now,

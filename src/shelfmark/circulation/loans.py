@@ -21,7 +21,6 @@ from sqlalchemy import (
     bindparam,
     exists,
     func,
-    insert,
     literal,
     null,
     select,
@@ -67,6 +66,7 @@ from shelfmark.circulation.standing import (
     standing_columns,
     standing_of,
 )
+from shelfmark.db import constraint_of
 from shelfmark.errors import Forbidden
 from shelfmark.patrons import service as patrons_service
 from shelfmark.patrons.models import Patron, PatronCategory
@@ -95,7 +95,7 @@ _CHECKIN_FACTS: Select[Any] = (
     .outerjoin(PatronCategory, Patron.category_id == PatronCategory.id)
 )
 _LOANS = cast(Table, Loan.__table__)
-_INSERT_LOAN = insert(_LOANS).returning(_LOANS.c.id)
+_ONE_OPEN_LOAN = "uq_loans_item_id_open"  # the partial unique index: one open loan per copy
 UNAVAILABLE = frozenset({"on_loan", "lost", "missing", "withdrawn"})
 
 
@@ -255,66 +255,77 @@ async def check_out(
         )
     if trapped is not None and trapped.patron_id != patron.id:
         await holds.requeue(session, hold=trapped, now=now)
-    loan = await _insert_loan(
-        session, item=item, patron=patron, branch=branch, due_at=due_at, now=now
-    )
-    hold = None
-    if facts.has_hold:
+    values: dict[str, Any] = {
+        "item_id": item.id, "patron_id": patron.id, "branch_id": branch.id,
+        "checked_out_at": now, "due_at": due_at, "renewals": 0, "returned_at": None,
+        "lost_at": None,
+    }  # fmt: skip
+    lending = hotpath.inserting(_LOANS, values, keyed=True)
+    # The loan, the copy and the audit event are written at once (on PostgreSQL in one
+    # statement), not by the unit of work's flush, which would cost a checkout more CPU than
+    # the rest of its statements; but a hold fulfilled names its loan: then the loan first.
+    loan_first, hold = facts.has_hold, None
+    if loan_first:
+        (values["id"],) = await _lend(session, lending, item=item)
+        loan = _loaded(session, values, item=item, patron=patron, branch=branch)
         hold = await holds.fulfil_on_checkout(
             session, item=item, patron_id=patron.id, loan=loan, now=now
         )
-    await hotpath.write(
-        session,
-        hotpath.updating(item, {"status": "on_loan", "last_seen_at": now}),
-        _checkout_event(actor=actor, loan=loan, hold=hold, override=data.override,
-                        overridden=overridden, now=now),
+    changes = _checkout_changes(
+        item=item, patron=patron, branch=branch, due_at=due_at, hold=hold,
+        override=data.override, overridden=overridden,
     )  # fmt: skip
+    written = await _lend(
+        session,
+        *([] if loan_first else [lending]),
+        hotpath.updating(item, {"status": "on_loan", "last_seen_at": now}),
+        audit.event_row(
+            actor=actor, action="loan.checkout", object_type="loan",
+            object_id=values["id"] if loan_first else hotpath.KeyOf(lending), changes=changes,
+            now=now,
+        ),
+        item=item,
+    )  # fmt: skip
+    if not loan_first:
+        values["id"] = written[0]
+        loan = _loaded(session, values, item=item, patron=patron, branch=branch)
     await session.flush()  # a hold fulfilled or requeued
     events.publish(session, _event("loan.created", loan, branch=branch.code, at=now))
     return loan
 
 
-async def _insert_loan(
-    session: AsyncSession, *, item: Item, patron: Patron, branch: Branch, due_at: datetime,
-    now: datetime,
-) -> Loan:  # fmt: skip
-    """The new open loan, inserted at once (its id is wanted by the audit event and a fulfilled
-    hold) by one statement rather than a flush of the unit of work, which costs a checkout
-    more CPU than the rest of its statements; then put in the session as loaded.
-
-    The partial unique index has the last word on "one open loan per copy". No savepoint:
-    a loan it refuses ends the request (and its transaction), there is nothing to go on with.
-    """
-    values = {
-        "item_id": item.id, "patron_id": patron.id, "branch_id": branch.id,
-        "checked_out_at": now, "due_at": due_at, "renewals": 0, "returned_at": None,
-        "lost_at": None,
-    }  # fmt: skip
+async def _lend(session: AsyncSession, *writes: hotpath.Write, item: Item) -> list[Any]:
+    """`hotpath.write`, where the partial unique index has the last word on "one open loan
+    per copy": a second loan is `ItemOnLoan`. No savepoint: a loan it refuses ends the
+    request (and its transaction), there is nothing to go on with."""
     try:
-        (inserted,) = await hotpath.rows(session, _INSERT_LOAN, values)
+        return await hotpath.write(session, *writes)
     except IntegrityError as exc:
+        if constraint_of(exc) != _ONE_OPEN_LOAN:
+            raise
         raise ItemOnLoan(f"Item {item.barcode} is on loan.", status="on_loan") from exc
-    # As if loaded: persistent, nothing to flush.
-    row = values | {"id": inserted["id"]}
-    return _LOAN.instance(session, row, item=item, patron=patron, branch=branch)
 
 
-def _checkout_event(
-    *, actor: Actor, loan: Loan, hold: Hold | None, override: Override | None,
-    overridden: list[str], now: datetime,
-) -> hotpath.Write:  # fmt: skip
+def _loaded(
+    session: AsyncSession, values: dict[str, Any], *, item: Item, patron: Patron, branch: Branch
+) -> Loan:
+    """The new loan, written already, in the session as if loaded: nothing to flush."""
+    return _LOAN.instance(session, values, item=item, patron=patron, branch=branch)
+
+
+def _checkout_changes(
+    *, item: Item, patron: Patron, branch: Branch, due_at: datetime, hold: Hold | None,
+    override: Override | None, overridden: list[str],
+) -> dict[str, object]:  # fmt: skip
     changes: dict[str, object] = {
-        "item_barcode": loan.item.barcode, "patron_card": loan.borrower.card_number,
-        "due_at": loan.due_at, "branch": loan.branch.code,
+        "item_barcode": item.barcode, "patron_card": patron.card_number, "due_at": due_at,
+        "branch": branch.code,
     }  # fmt: skip
     if hold is not None:
         changes["fulfilled_hold_id"] = hold.id
     if overridden and override is not None:
         changes["override"] = {"reason": override.reason, "refusals": overridden}
-    return audit.event_row(
-        actor=actor, action="loan.checkout", object_type="loan", object_id=loan.id,
-        changes=changes, now=now,
-    )  # fmt: skip
+    return changes
 
 
 # --- check in ---------------------------------------------------------------------------
