@@ -39,6 +39,16 @@ def branch_values(code: str) -> dict[str, object]:
     }  # fmt: skip
 
 
+async def queries_sent(connection: AsyncConnection) -> list[str]:
+    """The statements asyncpg sends from now on (on PostgreSQL; none are seen elsewhere).
+    asyncpg logs in a callback: let the loop run once before reading."""
+    sent: list[str] = []
+    if connection.dialect.name == "postgresql":
+        driver = (await connection.get_raw_connection()).driver_connection
+        driver.add_query_logger(lambda record: sent.append(record.query))
+    return sent
+
+
 @pytest.fixture
 async def own_engine(settings: Settings, engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
     """Sessions as the server makes them, each on a connection of its own from the pool
@@ -174,11 +184,8 @@ async def test_writes_go_together_in_one_statement_on_postgresql(
 ) -> None:
     first, second = await make_item(session), await make_item(session)
     await session.commit()
-    sent: list[str] = []
-    driver = (await connection.get_raw_connection()).driver_connection
+    sent = await queries_sent(connection)
     postgresql = connection.dialect.name == "postgresql"
-    if postgresql:
-        driver.add_query_logger(lambda record: sent.append(record.query))
     await hotpath.write(
         session,
         hotpath.updating(first, {"status": "missing"}),
@@ -206,11 +213,8 @@ async def test_a_write_may_name_the_key_of_a_row_an_earlier_one_inserts(
     its column's type: text here), on PostgreSQL still in one statement."""
     item = await make_item(session)
     await session.commit()
-    sent: list[str] = []
-    driver = (await connection.get_raw_connection()).driver_connection
+    sent = await queries_sent(connection)
     postgresql = connection.dialect.name == "postgresql"
-    if postgresql:
-        driver.add_query_logger(lambda record: sent.append(record.query))
     first = hotpath.inserting(BRANCHES, branch_values("HOT-KEY-1"), keyed=True)
     second = hotpath.inserting(BRANCHES, branch_values("HOT-KEY-2"), keyed=True)
     naming = branch_values("HOT-KEY-3") | {"address": hotpath.KeyOf(first)}
