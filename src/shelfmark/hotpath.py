@@ -24,6 +24,7 @@ services; only the way a statement reaches the database changes.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
@@ -144,7 +145,7 @@ async def driver_of(session: AsyncSession) -> tuple[Dialect, Any, Any] | None:
     connection under it, with the session's transaction begun on it; None elsewhere."""
     # The innermost transaction: a savepoint is sent when its transaction first asks the
     # session for its connection, so each transaction (nested or not) asks once.
-    transaction = session.get_nested_transaction() or session.get_transaction()
+    transaction = _innermost(session)
     cached = session.info.get(_DRIVER)
     if cached is not None and cached[0] is transaction:
         _, dialect, adapted, driver = cached
@@ -157,7 +158,7 @@ async def driver_of(session: AsyncSession) -> tuple[Dialect, Any, Any] | None:
         adapted, driver = raw.dbapi_connection, raw.driver_connection
         # Kept for the transaction's next statements (a new transaction, after a commit
         # or a rollback, may have another connection).
-        transaction = session.get_nested_transaction() or session.get_transaction()
+        transaction = _innermost(session)
         session.info[_DRIVER] = (transaction, dialect, adapted, driver)
     # SQLAlchemy begins a transaction with the connection's first statement; what runs on
     # the driver does not pass through it, so it is begun the same way first (a pinned
@@ -165,6 +166,18 @@ async def driver_of(session: AsyncSession) -> tuple[Dialect, Any, Any] | None:
     if adapted._transaction is None:
         await adapted._start_transaction()
     return dialect, adapted, driver
+
+
+def _innermost(session: AsyncSession) -> object:
+    """The session's innermost transaction: the sync session's own (the async session's
+    accessors wrap it in a proxy, which costs more than the rest of a lookup)."""
+    sync = session.sync_session
+    return sync.get_nested_transaction() or sync.get_transaction()
+
+
+def _dialect_name(session: AsyncSession) -> str:
+    bind = session.bind
+    return (bind if bind is not None else session.get_bind()).dialect.name
 
 
 def _translated(
@@ -204,6 +217,8 @@ class Loader(Generic[M]):
             prefix + mapper.get_property_by_column(c).key for c in mapper.primary_key
         )
         self._keys = tuple((a.key, prefix + a.key) for a in mapper.column_attrs)
+        self._names = tuple(name for name, _ in self._keys)
+        self._values = operator.itemgetter(*(label for _, label in self._keys))
         self.columns: tuple[ColumnElement[Any], ...] = tuple(
             a.columns[0].label(prefix + a.key) for a in mapper.column_attrs
         )
@@ -225,8 +240,7 @@ class Loader(Generic[M]):
         # map with its values as loaded. (No load event is fired: it is not a query's.)
         instance = self._new()
         values = instance.__dict__
-        for name, label in self._keys:
-            values[name] = row[label]
+        values.update(zip(self._names, self._values(row), strict=True))
         values.update(related)
         state = instance_state(instance)
         state.key = key
@@ -267,13 +281,15 @@ class KeyOf:
 def updating(instance: object, values: Mapping[str, Any]) -> Write:
     """Set `values` (column attributes) on the instance's row, and the columns that set
     themselves on every update (`updated_at`)."""
-    mapper: Mapper[Any] = inspect(instance).mapper
-    table = cast(Table, mapper.local_table)
+    model = type(instance)
+    found = _UPDATED_TABLES.get(model)
+    if found is None:
+        found = _UPDATED_TABLES[model] = _updated_table(model)
+    table, primary_key, self_updating = found
     values = dict(values)
-    for key, default in _self_updating(table):
+    for key, default in self_updating:
         values.setdefault(key, default(None))
-    (primary_key,) = mapper.primary_key_from_instance(instance)
-    return Write(table, values, instance, primary_key)
+    return Write(table, values, instance, instance.__dict__[primary_key])
 
 
 def inserting(table: Table, values: Mapping[str, Any], *, keyed: bool = False) -> Write:
@@ -299,7 +315,7 @@ async def write(session: AsyncSession, *writes: Write) -> list[Any]:
         if w.instance is not None:
             params[f"w{n}_pk"] = w.primary_key
     keys: list[Any] = []
-    if session.get_bind().dialect.name == "postgresql":
+    if _dialect_name(session) == "postgresql":
         found = await rows(session, _combined(shape), params)
         if any(w.keyed for w in writes):
             keys = list(found[0].values())
@@ -411,11 +427,19 @@ def _combined(shape: _Shape) -> Executable:
     return _statement(shape, last, key_of).add_cte(*ctes)
 
 
-@functools.cache
-def _self_updating(table: Table) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
-    """The columns that set themselves on every UPDATE (`onupdate=utcnow`)."""
-    return tuple(
+_UpdatedTable = tuple[Table, str, tuple[tuple[str, Callable[[Any], Any]], ...]]
+_UPDATED_TABLES: dict[type, _UpdatedTable] = {}
+
+
+def _updated_table(model: type) -> _UpdatedTable:
+    """A model's table, the attribute of its primary key (a loaded instance holds it), and
+    the columns that set themselves on every UPDATE (`onupdate=utcnow`)."""
+    mapper: Mapper[Any] = inspect(model)
+    table = cast(Table, mapper.local_table)
+    (primary_key,) = mapper.primary_key
+    self_updating = tuple(
         (column.key, column.onupdate.arg)
         for column in cast("list[Column[Any]]", list(table.columns))
         if isinstance(column.onupdate, CallableColumnDefault)
     )
+    return table, mapper.get_property_by_column(primary_key).key, self_updating
