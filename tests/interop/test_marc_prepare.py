@@ -80,6 +80,23 @@ async def test_children_share_the_batches_in_file_order(batch_size: int) -> None
         assert summary(from_children) == summary(list(prepare(path, batch_size)))
 
 
+@pytest.mark.usefixtures("in_child")
+@pytest.mark.parametrize("join_ready", [2, 4])
+async def test_batches_already_waiting_are_joined_in_order(join_ready: int) -> None:
+    for name in ("marc.dat", "bad_records.mrc"):
+        path = MARC_DIR / name
+        joined = [b async for b in prepared_batches(path, 2, join_ready=join_ready)]
+        whole = list(prepare(path, 2))
+        assert all(b.read <= 2 * join_ready for b in joined)
+        # Every record once, in file order, whatever was joined to what.
+        records = [i.index for b in joined for i in b.incoming]
+        assert records == [i.index for b in whole for i in b.incoming]
+        assert [e["index"] for b in joined for e in b.errors] == [
+            e["index"] for b in whole for e in b.errors
+        ]
+        assert sum(b.read for b in joined) == sum(b.read for b in whole)
+
+
 @pytest.mark.parametrize("shards", [2, 3])
 def test_shards_together_prepare_every_batch_once(shards: int) -> None:
     path = MARC_DIR / "marc.dat"

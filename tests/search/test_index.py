@@ -6,7 +6,8 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+import pytest
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from factories import make_bib
@@ -16,7 +17,7 @@ from shelfmark.catalog.schemas import BibUpdate
 from shelfmark.interop.marc_import import import_file
 from shelfmark.interop.marc_read import iter_marc
 from shelfmark.search import service
-from shelfmark.search.index import index_bibs, reindex_all
+from shelfmark.search.index import BULK_AUTOMERGE, bulk_indexing, index_bibs, reindex_all
 from shelfmark.search.models import BibSearch, BibSearchSubject, bib_search_terms
 
 
@@ -69,6 +70,35 @@ class TestIndexBibs:
             select(bib_search_terms.c.term).where(bib_search_terms.c.term == "quillonography")
         )
         assert terms.all() == ["quillonography"]
+
+
+class TestBulkIndexing:
+    async def test_sqlite_fts_merges_more_at_a_time_only_while_it_runs(
+        self, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        """On PostgreSQL (no FTS5) it changes nothing, and a failure goes through as well."""
+        async with sessionmaker() as session:
+            sqlite = session.get_bind().dialect.name == "sqlite"
+
+        async def automerge() -> int | None:
+            if not sqlite:
+                return None
+            async with sessionmaker() as session:
+                query = text("SELECT v FROM bib_fts_config WHERE k = 'automerge'")
+                value = await session.scalar(query)
+                return 4 if value is None else int(value)  # FTS5's default
+
+        during = []
+
+        async def failing_import() -> None:
+            async with bulk_indexing(sessionmaker):
+                during.append(await automerge())
+                raise RuntimeError("the import failed")
+
+        with pytest.raises(RuntimeError, match="failed"):
+            await failing_import()
+        assert during == [BULK_AUTOMERGE if sqlite else None]
+        assert await automerge() == (4 if sqlite else None)
 
 
 class TestImport:

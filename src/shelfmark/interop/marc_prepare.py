@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import multiprocessing
 import os
 import queue
@@ -44,6 +43,7 @@ QUEUE_BATCHES = 3  # per child
 # are two CPUs) keep up with the database writes better than one.
 CHILD_PROCESSES = 2
 CHILD_MIN_BYTES = 4 * 1024 * 1024  # below this a child costs more than it saves
+CHILD_NICENESS = 10  # see _child
 _POLL_SECONDS = 1.0
 _START = multiprocessing.get_context("spawn")  # never fork a process that runs threads
 
@@ -167,46 +167,81 @@ def prepare(
 
 
 async def prepared_batches(
-    source: Path | BinaryIO, batch_size: int
+    source: Path | BinaryIO, batch_size: int, *, join_ready: int = 1
 ) -> AsyncIterator[PreparedBatch]:
     """Prepared batches of `source`, in order: from child processes for a file worth them,
     each preparing every `len(children)`-th batch, else from this process. The children are
-    stopped when the caller stops early (or fails)."""
+    stopped when the caller stops early (or fails).
+
+    With `join_ready`, batches from the children that are already waiting when one is
+    taken are joined to it, up to that many in one: a caller slower than the children
+    then gets larger batches (fewer, larger transactions), and one that waits gets each
+    batch as soon as it is ready.
+    """
     if not isinstance(source, Path) or _size(source) < CHILD_MIN_BYTES:
         for batch in prepare(source, batch_size):
             yield batch
         return
     shards = max(1, min(CHILD_PROCESSES, os.cpu_count() or 1))
     queues: list[Any] = [_START.Queue(maxsize=QUEUE_BATCHES) for _ in range(shards)]
-    children: list[BaseProcess] = []
-    for shard, batches in enumerate(queues):
-        child = _START.Process(
-            target=_child, args=(str(source), batch_size, batches, shard, shards),
-            name=f"shelfmark-marc-prepare-{shard}", daemon=True,
-        )  # fmt: skip
-        with _bare_main():
-            child.start()
-        children.append(child)
+    children = [_start_child(source, batch_size, queues, shard) for shard in range(shards)]
+
+    def fetch(first: int) -> asyncio.Future[list[PreparedBatch | BaseException | None]]:
+        return asyncio.ensure_future(
+            asyncio.to_thread(_take, queues, children, first, max(1, join_ready))
+        )
+
+    # The next batches are taken off their queues (and unpickled, in a thread) while the
+    # caller writes these ones, not after.
+    pending = fetch(0)
+    taken = 0
     try:
-        for number in itertools.count():
-            # Batch n comes from child n % shards; when that child has no batch n, no child
-            # has any later one.
-            item = await asyncio.to_thread(
-                _next, queues[number % shards], children[number % shards]
-            )
-            if item is None:
+        while True:
+            items = await pending
+            taken += len(items)
+            last = items[-1]
+            if isinstance(last, PreparedBatch):
+                pending = fetch(taken)
+            ready = [item for item in items if isinstance(item, PreparedBatch)]
+            if ready:
+                yield _joined(ready)
+            if last is None:
                 return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+            if isinstance(last, BaseException):
+                raise last
     finally:
         for process in children:
             if process.is_alive():
                 process.terminate()
         for process in children:
             await asyncio.to_thread(process.join, 10)
+        # A fetch still waiting sees its child gone within _POLL_SECONDS.
+        with contextlib.suppress(BaseException):
+            await pending
         for queue_ in queues:
             queue_.close()
+
+
+def _start_child(path: Path, batch_size: int, queues: Sequence[Any], shard: int) -> BaseProcess:
+    child = _START.Process(
+        target=_child, args=(str(path), batch_size, queues[shard], shard, len(queues)),
+        name=f"shelfmark-marc-prepare-{shard}", daemon=True,
+    )  # fmt: skip
+    with _bare_main():
+        child.start()
+    return child
+
+
+def _joined(batches: Sequence[PreparedBatch]) -> PreparedBatch:
+    if len(batches) == 1:
+        return batches[0]
+    joined = PreparedBatch()
+    for batch in batches:
+        joined.read += batch.read
+        joined.incoming.extend(batch.incoming)
+        joined.errors.extend(batch.errors)
+        joined.warnings.extend(batch.warnings)
+    return joined
 
 
 @contextlib.contextmanager
@@ -243,8 +278,33 @@ def _next(batches: Any, child: BaseProcess) -> PreparedBatch | BaseException | N
         return item
 
 
+def _take(
+    queues: Sequence[Any], children: Sequence[BaseProcess], first: int, most: int
+) -> list[PreparedBatch | BaseException | None]:
+    """Batch `first`, waited for, then the batches after it that are already on their
+    queues, up to `most` in all; the list ends early at the end (None) or at an error.
+
+    Batch n comes from child n % shards; when that child has no batch n, no child has any
+    later one."""
+    shards = len(queues)
+    items = [_next(queues[first % shards], children[first % shards])]
+    while len(items) < most and isinstance(items[-1], PreparedBatch):
+        try:
+            items.append(queues[(first + len(items)) % shards].get_nowait())
+        except queue.Empty:
+            break
+    return items
+
+
 def _child(path: str, batch_size: int, batches: Any, shard: int, shards: int) -> None:
-    """A child's whole life: each of its batches, then None; or the error that stopped it."""
+    """A child's whole life: each of its batches, then None; or the error that stopped it.
+
+    It runs at a lower priority than the importer: a child is batches ahead and mostly
+    waits for room on its queue, while the importer (and its database) is what the whole
+    import waits for. At equal priority the children took CPU time from it whenever they
+    ran, where there are as many of them as CPUs."""
+    with contextlib.suppress(OSError):
+        os.nice(CHILD_NICENESS)
     try:
         for batch in prepare(Path(path), batch_size, shard=shard, shards=shards):
             batches.put(batch)
