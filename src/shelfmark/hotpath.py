@@ -306,14 +306,7 @@ async def write(session: AsyncSession, *writes: Write) -> list[Any]:
     nothing for the flush to write. The rows must be distinct (PostgreSQL runs the parts of
     one statement on one snapshot, in no set order; only a `KeyOf` orders two of them).
     Returns the primary keys of the keyed inserts, in order."""
-    shape = _shape_of(writes)
-    params: dict[str, Any] = {}
-    for n, w in enumerate(writes):
-        for key, value in w.values.items():
-            if not isinstance(value, KeyOf):
-                params[f"w{n}_{key}"] = value
-        if w.instance is not None:
-            params[f"w{n}_pk"] = w.primary_key
+    shape, params = _shape_of(writes)
     keys: list[Any] = []
     if _dialect_name(session) == "postgresql":
         found = await rows(session, _combined(shape), params)
@@ -333,20 +326,24 @@ async def write(session: AsyncSession, *writes: Write) -> list[Any]:
     return keys
 
 
-def _shape_of(writes: Sequence[Write]) -> _Shape:
-    position = {id(w): n for n, w in enumerate(writes)}
-    return tuple(
-        (
-            w.table, tuple(w.values), w.instance is not None,
-            tuple(
-                (key, position[id(value.write)])
-                for key, value in w.values.items()
-                if isinstance(value, KeyOf)
-            ),
-            w.keyed,
-        )
-        for w in writes
-    )  # fmt: skip
+def _shape_of(writes: Sequence[Write]) -> tuple[_Shape, dict[str, Any]]:
+    """The writes' shape (what their statement is built from) and their parameters."""
+    params: dict[str, Any] = {}
+    shape = []
+    position: dict[int, int] | None = None
+    for n, w in enumerate(writes):
+        refs = []
+        for key, value in w.values.items():
+            if value.__class__ is KeyOf:
+                if position is None:
+                    position = {id(other): m for m, other in enumerate(writes)}
+                refs.append((key, position[id(value.write)]))
+            else:
+                params[f"w{n}_{key}"] = value
+        if w.instance is not None:
+            params[f"w{n}_pk"] = w.primary_key
+        shape.append((w.table, tuple(w.values), w.instance is not None, tuple(refs), w.keyed))
+    return tuple(shape), params
 
 
 def _committed(session: AsyncSession, w: Write) -> None:
@@ -359,8 +356,10 @@ def _committed(session: AsyncSession, w: Write) -> None:
         }
         for listener in listeners:
             listener(session, w.instance, changes)
-    for key, value in w.values.items():
-        set_committed_value(w.instance, key, value)
+    # As set_committed_value for each (the ORM's own way of setting a loaded value), once.
+    state = instance_state(w.instance)
+    state.dict.update(w.values)
+    state._commit(state.dict, list(w.values))
 
 
 UpdateListener = Callable[[AsyncSession, object, Mapping[str, tuple[Any, Any]]], None]

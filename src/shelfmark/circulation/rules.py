@@ -55,10 +55,14 @@ Rank = tuple[int, int, int, int]
 
 def rank_of(rule: CirculationRule) -> Rank:
     """(keys named, names branch, names item type, names category): higher wins."""
-    branch = int(rule.branch_id is not None)
-    item_type = int(rule.item_type is not None)
-    category = int(rule.patron_category_id is not None)
-    return (branch + item_type + category, branch, item_type, category)
+    return _rank(rule.branch_id, rule.item_type, rule.patron_category_id)
+
+
+def _rank(branch_id: object, item_type: object, category_id: object) -> Rank:
+    branch, of_type, category = (
+        int(key is not None) for key in (branch_id, item_type, category_id)
+    )
+    return (branch + of_type + category, branch, of_type, category)
 
 
 def pick_rule(
@@ -147,11 +151,15 @@ def matching_rules(*, branch: bool, category: bool, item_type: bool) -> Select[A
 
 
 def best_of(session: AsyncSession, rows: Iterable[Mapping[str, Any]]) -> CirculationRule:
-    """The winning rule of `matching_rules`' rows."""
-    candidates = [_RULE.instance(session, row) for row in rows]
-    if not candidates:
+    """The winning rule of `matching_rules`' rows (only it is loaded)."""
+    best = max(rows, key=_rank_of_row, default=None)
+    if best is None:
         raise InternalError("The default circulation rule is missing; run the migrations.")
-    return max(candidates, key=rank_of)
+    return _RULE.instance(session, best)
+
+
+def _rank_of_row(row: Mapping[str, Any]) -> Rank:
+    return _rank(row["branch_id"], row["item_type"], row["patron_category_id"])
 
 
 async def rule_for(
