@@ -232,6 +232,22 @@ async def test_a_write_may_name_the_key_of_a_row_an_earlier_one_inserts(
     assert item.status == "missing"
 
 
+async def test_a_key_of_a_write_that_is_not_an_earlier_keyed_one_is_refused(
+    session: AsyncSession,
+) -> None:
+    unkeyed = hotpath.inserting(BRANCHES, branch_values("HOT-NOKEY-1"))
+    keyed = hotpath.inserting(BRANCHES, branch_values("HOT-NOKEY-2"), keyed=True)
+    for named, writes in ((unkeyed, [unkeyed]), (keyed, []), (keyed, ["after"])):
+        naming = hotpath.inserting(
+            BRANCHES, branch_values("HOT-NOKEY-3") | {"address": hotpath.KeyOf(named)}
+        )
+        ordered = [naming, keyed] if writes == ["after"] else [*writes, naming]
+        with pytest.raises(ValueError, match="no earlier keyed write"):
+            await hotpath.write(session, *ordered)
+    count = await hotpath.rows(session, _COUNT_BRANCHES, {"code": "HOT-NOKEY-1"})
+    assert count[0]["n"] == 0  # refused before anything was sent
+
+
 @pytest.mark.postgres_only
 async def test_each_transaction_of_a_session_has_its_statements(own_engine: AsyncEngine) -> None:
     """After a commit the next statement begins a new transaction (the first one's lock is

@@ -337,7 +337,10 @@ def _shape_of(writes: Sequence[Write]) -> tuple[_Shape, dict[str, Any]]:
             if value.__class__ is KeyOf:
                 if position is None:
                     position = {id(other): m for m, other in enumerate(writes)}
-                refs.append((key, position[id(value.write)]))
+                m = position.get(id(value.write), n)
+                if m >= n or not writes[m].keyed:
+                    raise ValueError(f"write {n} names the key of no earlier keyed write")
+                refs.append((key, m))
             else:
                 params[f"w{n}_{key}"] = value
         if w.instance is not None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import Table, event, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from circulation.conftest import NOW, Desk
@@ -23,12 +24,13 @@ from factories import (
     make_rule,
     make_user,
 )
+from shelfmark import hotpath
 from shelfmark.audit.models import AuditEvent
 from shelfmark.auth.models import User
 from shelfmark.auth.roles import Actor, Role
 from shelfmark.auth.service import actor_of
 from shelfmark.circulation import calendar, fees, holds, loans
-from shelfmark.circulation.errors import LoanClosed, LoanLimitReached
+from shelfmark.circulation.errors import ItemOnLoan, LoanClosed, LoanLimitReached
 from shelfmark.circulation.models import Fee, Hold, Loan
 from shelfmark.circulation.schemas import (
     CheckinCreate,
@@ -116,6 +118,53 @@ class TestCheckOut:
             await loans.check_out(
                 session, actor=STAFF, data=checkout(desk, item_barcode=dvds[1].barcode), now=NOW
             )
+
+    async def test_lending_a_held_title_fulfils_the_hold_and_the_event_names_both(
+        self, session: AsyncSession, desk: Desk
+    ) -> None:
+        """The loan is written before the hold that names it; otherwise with the copy and
+        the event in one write (then the event names the loan by its new key)."""
+        hold = await holds.place_hold(
+            session, actor=STAFF, now=NOW,
+            data=HoldCreate(bib_id=desk.bib.id, patron_card=desk.patron.card_number,
+                            pickup_branch=desk.branch.code),
+        )  # fmt: skip
+        loan = await loans.check_out(session, actor=STAFF, data=checkout(desk), now=NOW)
+        other = await make_item(session, branch=desk.branch)
+        plain = await loans.check_out(
+            session, actor=STAFF, data=checkout(desk, item_barcode=other.barcode), now=NOW
+        )
+        assert (hold.status, hold.loan_id) == ("fulfilled", loan.id)
+        events = {
+            event.object_id: event.changes
+            for event in await session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "loan.checkout")
+            )
+        }
+        assert events[str(loan.id)]["fulfilled_hold_id"] == hold.id
+        assert events[str(plain.id)]["item_barcode"] == other.barcode
+        assert "fulfilled_hold_id" not in events[str(plain.id)]
+        assert await session.get(Loan, plain.id) is plain
+
+    async def test_a_second_open_loan_of_a_copy_is_item_on_loan_from_the_index(
+        self, session: AsyncSession, desk: Desk
+    ) -> None:
+        """Should a path forget the lock, the partial unique index has the last word: the
+        violation is the domain error on both databases; any other is not."""
+        await loans.check_out(session, actor=STAFF, data=checkout(desk), now=NOW)
+        values = {
+            "item_id": desk.item.id, "patron_id": desk.patron.id, "branch_id": desk.branch.id,
+            "checked_out_at": NOW, "due_at": NOW, "renewals": 0, "returned_at": None,
+            "lost_at": None,
+        }  # fmt: skip
+        table = Loan.__table__
+        assert isinstance(table, Table)
+        with pytest.raises(ItemOnLoan):
+            await loans._lend(session, hotpath.inserting(table, values), item=desk.item)
+        await session.rollback()
+        unknown = values | {"patron_id": 10**12}  # no such patron: a foreign key
+        with pytest.raises(IntegrityError):
+            await loans._lend(session, hotpath.inserting(table, unknown), item=desk.item)
 
     async def test_a_patron_cannot_check_out(self, session: AsyncSession, desk: Desk) -> None:
         actor = await patron_actor(session, desk.patron)

@@ -95,7 +95,9 @@ _CHECKIN_FACTS: Select[Any] = (
     .outerjoin(PatronCategory, Patron.category_id == PatronCategory.id)
 )
 _LOANS = cast(Table, Loan.__table__)
-_ONE_OPEN_LOAN = "uq_loans_item_id_open"  # the partial unique index: one open loan per copy
+# The partial unique index "one open loan per copy", as `constraint_of` names it: SQLite
+# reports a unique index by its columns, from which only the plain name can be rebuilt.
+_ONE_OPEN_LOAN = frozenset({"uq_loans_item_id_open", "uq_loans_item_id"})
 UNAVAILABLE = frozenset({"on_loan", "lost", "missing", "withdrawn"})
 
 
@@ -266,8 +268,8 @@ async def check_out(
     # the rest of its statements; but a hold fulfilled names its loan: then the loan first.
     loan_first, hold = facts.has_hold, None
     if loan_first:
-        (values["id"],) = await _lend(session, lending, item=item)
-        loan = _loaded(session, values, item=item, patron=patron, branch=branch)
+        (loan_id,) = await _lend(session, lending, item=item)
+        loan = _loaded(session, values | {"id": loan_id}, item=item, patron=patron, branch=branch)
         hold = await holds.fulfil_on_checkout(
             session, item=item, patron_id=patron.id, loan=loan, now=now
         )
@@ -281,14 +283,15 @@ async def check_out(
         hotpath.updating(item, {"status": "on_loan", "last_seen_at": now}),
         audit.event_row(
             actor=actor, action="loan.checkout", object_type="loan",
-            object_id=values["id"] if loan_first else hotpath.KeyOf(lending), changes=changes,
+            object_id=loan.id if loan_first else hotpath.KeyOf(lending), changes=changes,
             now=now,
         ),
         item=item,
     )  # fmt: skip
     if not loan_first:
-        values["id"] = written[0]
-        loan = _loaded(session, values, item=item, patron=patron, branch=branch)
+        loan = _loaded(
+            session, values | {"id": written[0]}, item=item, patron=patron, branch=branch
+        )
     await session.flush()  # a hold fulfilled or requeued
     events.publish(session, _event("loan.created", loan, branch=branch.code, at=now))
     return loan
@@ -301,7 +304,7 @@ async def _lend(session: AsyncSession, *writes: hotpath.Write, item: Item) -> li
     try:
         return await hotpath.write(session, *writes)
     except IntegrityError as exc:
-        if constraint_of(exc) != _ONE_OPEN_LOAN:
+        if constraint_of(exc) not in _ONE_OPEN_LOAN:
             raise
         raise ItemOnLoan(f"Item {item.barcode} is on loan.", status="on_loan") from exc
 

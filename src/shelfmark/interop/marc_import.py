@@ -365,15 +365,18 @@ async def import_file(
     known_terms: set[str] = set()
     with _heap_frozen():
         async with bulk_indexing(maker):
+            # Closed at once when a batch fails: its children stop then, not when the
+            # generator is collected.
             batches = prepared_batches(source, batch_size, join_ready=JOIN_READY)
-            async for batch in batches:
-                async with session_scope(maker) as session:
-                    await import_batch(
-                        session, actor=actor, batch=batch, summary=summary,
-                        items_branch=items_branch, known_terms=known_terms,
-                    )  # fmt: skip
-                if on_progress:
-                    on_progress(summary)
+            async with contextlib.aclosing(batches):
+                async for batch in batches:
+                    async with session_scope(maker) as session:
+                        await import_batch(
+                            session, actor=actor, batch=batch, summary=summary,
+                            items_branch=items_branch, known_terms=known_terms,
+                        )  # fmt: skip
+                    if on_progress:
+                        on_progress(summary)
     async with session_scope(maker) as session:
         name = source.name if isinstance(source, Path) else getattr(source, "name", "upload")
         await audit.record(
@@ -391,8 +394,16 @@ def _heap_frozen() -> Iterator[None]:
     garbage collector's full passes until it ends (gc.freeze). An import makes and drops
     thousands of containers a batch, which set off a full pass every few batches: over the
     whole heap, they cost 15 µs a record, most of the work of unpickling a batch."""
-    gc.freeze()
+    global _IMPORTS_RUNNING  # noqa: PLW0603 - one count for the process, as gc.freeze is
+    if not _IMPORTS_RUNNING:
+        gc.freeze()
+    _IMPORTS_RUNNING += 1
     try:
         yield
     finally:
-        gc.unfreeze()
+        _IMPORTS_RUNNING -= 1
+        if not _IMPORTS_RUNNING:  # the last one out (imports may run side by side)
+            gc.unfreeze()
+
+
+_IMPORTS_RUNNING = 0

@@ -22,7 +22,7 @@ import os
 import queue
 import sys
 import types
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -168,7 +168,7 @@ def prepare(
 
 async def prepared_batches(
     source: Path | BinaryIO, batch_size: int, *, join_ready: int = 1
-) -> AsyncIterator[PreparedBatch]:
+) -> AsyncGenerator[PreparedBatch, None]:
     """Prepared batches of `source`, in order: from child processes for a file worth them,
     each preparing every `len(children)`-th batch, else from this process. The children are
     stopped when the caller stops early (or fails).
@@ -210,16 +210,27 @@ async def prepared_batches(
             if isinstance(last, BaseException):
                 raise last
     finally:
-        for process in children:
-            if process.is_alive():
-                process.terminate()
-        for process in children:
-            await asyncio.to_thread(process.join, 10)
-        # A fetch still waiting sees its child gone within _POLL_SECONDS.
-        with contextlib.suppress(BaseException):
-            await pending
-        for queue_ in queues:
-            queue_.close()
+        await _stop(children, queues, pending)
+
+
+async def _stop(
+    children: Sequence[BaseProcess], queues: Sequence[Any], pending: asyncio.Future[Any]
+) -> None:
+    """The children stopped, the fetch in flight ended, the queues closed."""
+    for process in children:
+        if process.is_alive():
+            process.terminate()
+    for process in children:
+        await asyncio.to_thread(process.join, 10)
+    # A fetch still waiting sees its child gone within _POLL_SECONDS; one reading a batch its
+    # child was stopped in the middle of sending would wait for the rest for ever, as this
+    # process holds the pipe's other end too: closed, the read ends.
+    for queue_ in queues:
+        queue_._writer.close()  # multiprocessing's own attribute (Python 3.11)
+    with contextlib.suppress(BaseException):
+        await pending
+    for queue_ in queues:
+        queue_.close()
 
 
 def _start_child(path: Path, batch_size: int, queues: Sequence[Any], shard: int) -> BaseProcess:

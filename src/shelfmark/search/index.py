@@ -157,6 +157,8 @@ async def bulk_indexing(maker: async_sessionmaker[AsyncSession]) -> AsyncIterato
         else:
             stored = await session.scalar(_FTS_AUTOMERGE)
             previous = _FTS_DEFAULT_AUTOMERGE if stored is None else int(stored)
+            if previous == BULK_AUTOMERGE:  # another import's (running, or killed): not ours
+                previous = _FTS_DEFAULT_AUTOMERGE
             await session.execute(_SET_FTS_AUTOMERGE, {"value": BULK_AUTOMERGE})
     try:
         yield
