@@ -12,6 +12,7 @@ from sqlalchemy import Table, bindparam, func, insert, inspect, literal, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from factories import make_branch, make_item
 from shelfmark import hotpath
@@ -246,6 +247,19 @@ async def test_a_key_of_a_write_that_is_not_an_earlier_keyed_one_is_refused(
             await hotpath.write(session, *ordered)
     count = await hotpath.rows(session, _COUNT_BRANCHES, {"code": "HOT-NOKEY-1"})
     assert count[0]["n"] == 0  # refused before anything was sent
+
+
+def test_a_model_that_maps_a_column_under_another_name_is_refused_for_updates() -> None:
+    class Base(DeclarativeBase):
+        pass
+
+    class Renamed(Base):
+        __tablename__ = "renamed"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        label: Mapped[str] = mapped_column("name")
+
+    with pytest.raises(TypeError, match="other names"):
+        hotpath.updating(Renamed(id=1, label="x"), {"label": "y"})
 
 
 @pytest.mark.postgres_only

@@ -175,7 +175,8 @@ def _innermost(session: AsyncSession) -> object:
     return sync.get_nested_transaction() or sync.get_transaction()
 
 
-def _dialect_name(session: AsyncSession) -> str:
+def dialect_name(session: AsyncSession) -> str:
+    """The name of the session's database's dialect, without the async session's proxies."""
     bind = session.bind
     return (bind if bind is not None else session.get_bind()).dialect.name
 
@@ -308,7 +309,7 @@ async def write(session: AsyncSession, *writes: Write) -> list[Any]:
     Returns the primary keys of the keyed inserts, in order."""
     shape, params = _shape_of(writes)
     keys: list[Any] = []
-    if _dialect_name(session) == "postgresql":
+    if dialect_name(session) == "postgresql":
         found = await rows(session, _combined(shape), params)
         if any(w.keyed for w in writes):
             keys = list(found[0].values())
@@ -438,6 +439,11 @@ def _updated_table(model: type) -> _UpdatedTable:
     the columns that set themselves on every UPDATE (`onupdate=utcnow`)."""
     mapper: Mapper[Any] = inspect(model)
     table = cast(Table, mapper.local_table)
+    # `write` names a value's column and attribute by one key (and sets the attribute in
+    # the instance's dict): the two must be the same.
+    renamed = [a.key for a in mapper.column_attrs if a.columns[0].key != a.key]
+    if renamed:
+        raise TypeError(f"{model.__name__} maps columns under other names: {renamed}")
     (primary_key,) = mapper.primary_key
     self_updating = tuple(
         (column.key, column.onupdate.arg)

@@ -182,7 +182,7 @@ async def _checkout_facts(
     session: AsyncSession, *, item: Item, patron: Patron, branch: Branch
 ) -> _CheckoutFacts:
     query = _checkout_facts_query(
-        dialect=session.get_bind().dialect.name,
+        dialect=hotpath.dialect_name(session),
         with_balance=patron.category.fee_block_threshold is not None,
         item_type=item.item_type is not None,
     )
