@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -11,6 +12,19 @@ from fastapi import FastAPI
 from conftest import unreachable
 from shelfmark import ratelimit
 from shelfmark.ratelimit import Limit, MemoryCounter, RedisCounter
+
+# Mid-window for every limit here (300 s and 60 s windows): with the clock pinned, a window
+# never ends halfway through a test's attempts, which would start the count afresh (at the
+# real clock, once in a few hundred runs).
+PINNED_NOW = 1_700_000_250
+
+
+@pytest.fixture(autouse=True)
+def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert PINNED_NOW % 300 == 150
+    assert PINNED_NOW % 60 == 30
+    clock = SimpleNamespace(monotonic=lambda: float(PINNED_NOW), time=lambda: float(PINNED_NOW))
+    monkeypatch.setattr(ratelimit, "time", clock)
 
 
 def free_port() -> int:
