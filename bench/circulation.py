@@ -159,12 +159,15 @@ async def run_desks(
     return run
 
 
-async def _desk_process(url: str, desks: list[Desk], seconds: float, start: Any) -> Run:
+async def _desk_process(
+    url: str, desks: list[Desk], seconds: float, start: Any | None = None
+) -> Run:
     engine = create_engine(_settings(url), pool_size=len(desks), max_overflow=0)
     try:
         maker = create_sessionmaker(engine)
         await run_desks(maker, desks, WARM_SECONDS)  # the pool and the caches warm
-        await asyncio.to_thread(start.wait)  # every process starts measuring at once
+        if start is not None:
+            await asyncio.to_thread(start.wait)  # every process starts measuring at once
         return await run_desks(maker, desks, seconds)
     finally:
         await engine.dispose()
@@ -177,7 +180,7 @@ def _desk_process_main(url: str, desks: list[Desk], seconds: float, start: Any, 
 def run_spread(url: str, desks: list[Desk], processes: int, seconds: float) -> Run:
     """The desks dealt round `processes` processes, measured over the same seconds."""
     if processes == 1:
-        return asyncio.run(_in_process(url, desks, seconds))
+        return asyncio.run(_desk_process(url, desks, seconds))
     start, out = _SPAWN.Barrier(processes), _SPAWN.Queue()
     children = [
         _SPAWN.Process(
@@ -193,16 +196,6 @@ def run_spread(url: str, desks: list[Desk], processes: int, seconds: float) -> R
     for child in children:
         child.join()
     return run
-
-
-async def _in_process(url: str, desks: list[Desk], seconds: float) -> Run:
-    engine = create_engine(_settings(url), pool_size=len(desks), max_overflow=0)
-    try:
-        maker = create_sessionmaker(engine)
-        await run_desks(maker, desks, WARM_SECONDS)
-        return await run_desks(maker, desks, seconds)
-    finally:
-        await engine.dispose()
 
 
 async def prepare(url: str) -> list[Desk]:

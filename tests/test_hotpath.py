@@ -16,10 +16,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from factories import make_branch, make_item
 from shelfmark import hotpath
-from shelfmark.admin_base import constraint_of
 from shelfmark.catalog.models import Branch, Item
 from shelfmark.circulation import locking
-from shelfmark.db import create_engine, create_sessionmaker
+from shelfmark.db import constraint_of, create_engine, create_sessionmaker
 from shelfmark.settings import Settings
 
 BRANCHES = Branch.__table__

@@ -106,6 +106,13 @@ class TestResolveRule:
         )
         assert resolution.rule.id == world.rules[winner]
         assert resolution.candidates[0] is resolution.rule
+        hot = await rules.rule_for(
+            session,
+            branch_id=world.branches[branch] if branch else None,
+            category_id=world.categories[category] if category else None,
+            item_type=world.types[item_type] if item_type else None,
+        )
+        assert hot is resolution.rule  # the hot path's winner is the same rule
         assert resolution.candidates[-1].id == world.rules["default"]
         ranks = [rules.rank_of(rule) for rule in resolution.candidates]
         assert ranks == sorted(ranks, reverse=True)

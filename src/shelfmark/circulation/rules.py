@@ -79,8 +79,12 @@ def pick_rule(
         if all(getattr(rule, key) in {None, value} for value, key in scope)
     ]
     if not matching:
-        raise InternalError("The default circulation rule is missing; run the migrations.")
+        raise _no_default_rule()
     return max(matching, key=rank_of)
+
+
+def _no_default_rule() -> InternalError:
+    return InternalError("The default circulation rule is missing; run the migrations.")
 
 
 def matched_on(rule: CirculationRule) -> list[str]:
@@ -122,24 +126,19 @@ def _matching_rules(
 
 async def resolve_rule(
     session: AsyncSession, *, branch_id: int | None, category_id: int | None,
-    item_type: str | None, with_scope: bool = False,
+    item_type: str | None,
 ) -> Resolution:  # fmt: skip
-    """The winning rule for a scope and every rule that matched it, best first
-    (`with_scope` loads their branch and category, for showing them)."""
+    """The winning rule for a scope and every rule that matched it, best first, with their
+    branch and category (for showing them; `rule_for` reads only the winner)."""
     query = _matching_rules(
         branch=branch_id is not None, category=category_id is not None,
-        item_type=item_type is not None, with_scope=with_scope,
+        item_type=item_type is not None, with_scope=True,
     )  # fmt: skip
     params = {"branch_id": branch_id, "category_id": category_id, "item_type": item_type}
-    if with_scope:
-        matching: Sequence[CirculationRule] = (await session.scalars(query, params)).unique().all()
-    else:
-        matching = [
-            _RULE.instance(session, row) for row in await hotpath.rows(session, query, params)
-        ]
+    matching = (await session.scalars(query, params)).unique().all()
     candidates = sorted(matching, key=rank_of, reverse=True)
     if not candidates:
-        raise InternalError("The default circulation rule is missing; run the migrations.")
+        raise _no_default_rule()
     return Resolution(rule=candidates[0], candidates=candidates)
 
 
@@ -154,7 +153,7 @@ def best_of(session: AsyncSession, rows: Iterable[Mapping[str, Any]]) -> Circula
     """The winning rule of `matching_rules`' rows (only it is loaded)."""
     best = max(rows, key=_rank_of_row, default=None)
     if best is None:
-        raise InternalError("The default circulation rule is missing; run the migrations.")
+        raise _no_default_rule()
     return _RULE.instance(session, best)
 
 
@@ -166,10 +165,13 @@ async def rule_for(
     session: AsyncSession, *, branch_id: int | None, category_id: int | None,
     item_type: str | None,
 ) -> CirculationRule:  # fmt: skip
-    resolution = await resolve_rule(
-        session, branch_id=branch_id, category_id=category_id, item_type=item_type
-    )
-    return resolution.rule
+    """The winning rule for a scope (as `resolve_rule`), read on the hot path (`hotpath`)."""
+    query = matching_rules(
+        branch=branch_id is not None, category=category_id is not None,
+        item_type=item_type is not None,
+    )  # fmt: skip
+    params = {"branch_id": branch_id, "category_id": category_id, "item_type": item_type}
+    return best_of(session, await hotpath.rows(session, query, params))
 
 
 async def resolve_by_codes(
@@ -182,9 +184,8 @@ async def resolve_by_codes(
     if category is not None:
         category_id = (await patrons_service.require_category_by_code(session, category)).id
     return await resolve_rule(
-        session, branch_id=branch_id, category_id=category_id, item_type=item_type,
-        with_scope=True,
-    )  # fmt: skip
+        session, branch_id=branch_id, category_id=category_id, item_type=item_type
+    )
 
 
 # --- CRUD (admins) ----------------------------------------------------------------------

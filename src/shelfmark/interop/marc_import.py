@@ -393,17 +393,23 @@ def _heap_frozen() -> Iterator[None]:
     """The objects that exist before an import (the app, SQLAlchemy's) are left out of the
     garbage collector's full passes until it ends (gc.freeze). An import makes and drops
     thousands of containers a batch, which set off a full pass every few batches: over the
-    whole heap, they cost 15 µs a record, most of the work of unpickling a batch."""
-    global _IMPORTS_RUNNING  # noqa: PLW0603 - one count for the process, as gc.freeze is
+    whole heap, they cost 15 µs a record, most of the work of unpickling a batch.
+
+    A process that froze its heap already (a server: `app.settle_memory`) is left as it is:
+    unfreezing would undo its freeze too."""
+    global _IMPORTS_RUNNING, _IMPORTS_FROZE  # noqa: PLW0603 - one count for the process
     if not _IMPORTS_RUNNING:
-        gc.freeze()
+        _IMPORTS_FROZE = gc.get_freeze_count() == 0
+        if _IMPORTS_FROZE:
+            gc.freeze()
     _IMPORTS_RUNNING += 1
     try:
         yield
     finally:
         _IMPORTS_RUNNING -= 1
-        if not _IMPORTS_RUNNING:  # the last one out (imports may run side by side)
+        if not _IMPORTS_RUNNING and _IMPORTS_FROZE:  # the last one out (side by side)
             gc.unfreeze()
 
 
 _IMPORTS_RUNNING = 0
+_IMPORTS_FROZE = False

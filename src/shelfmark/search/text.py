@@ -16,7 +16,7 @@ from typing import Any
 
 from shelfmark.catalog import isbn as isbn_rules
 
-_NOT_A_WORD = re.compile(r"[\W_]+")
+NOT_A_WORD = re.compile(r"[\W_]+")  # [\W_] is exactly what str.isalnum rejects
 # Dropped without a space: transliteration marks (ayn, hamza, soft sign: the spacing modifier
 # letters, U+02B0-U+02FF) and the brackets of cataloguers' interpolations
 # ("Kapitalmark[t]recht"), which sit inside words.
@@ -49,10 +49,16 @@ PREFIX_MIN_LENGTH = 2
 MAX_QUERY_TOKENS = 16
 
 
-# ASCII letters and digits as they are, every other byte a space: what `_NOT_A_WORD` does to
+# ASCII letters and digits as they are, every other byte a space: what `NOT_A_WORD` does to
 # ASCII text, done by bytes.translate (with split and join for the runs) at a third of the cost.
 ASCII_WORDS = bytes(c if chr(c).isalnum() else 32 for c in range(128)) + b" " * 128
 NOT_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def ascii_words(text: str, delete: bytes = b"") -> str:
+    """ASCII `text`'s letters and digits, every other run (and what `delete` names, left
+    out) one space between words: `NOT_A_WORD` -> " " by bytes.translate."""
+    return " ".join(text.encode("ascii").translate(ASCII_WORDS, delete).decode("ascii").split())
 
 
 def fold(text: str | None) -> str:
@@ -61,8 +67,7 @@ def fold(text: str | None) -> str:
     if not text:
         return ""
     if text.isascii():  # no marks, no special letters, nothing for NFC to compose
-        folded = text.casefold().encode("ascii").translate(ASCII_WORDS, b"[]")
-        return " ".join(folded.decode("ascii").split())
+        return ascii_words(text.casefold(), b"[]")
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     # Only the characters that are not ASCII can be combining marks.
     bare = NOT_ASCII.sub(unless_combining, decomposed).translate(_LETTERS)
@@ -71,8 +76,8 @@ def fold(text: str | None) -> str:
     composed = unicodedata.normalize("NFC", bare)
     # Not casefolded again: NFKD may have made capitals (U+210C, black-letter H, is "H").
     if composed.isascii():
-        return " ".join(composed.encode("ascii").translate(ASCII_WORDS).decode("ascii").split())
-    return _NOT_A_WORD.sub(" ", composed).strip()
+        return ascii_words(composed)
+    return NOT_A_WORD.sub(" ", composed).strip()
 
 
 def unless_combining(match: re.Match[str]) -> str:
