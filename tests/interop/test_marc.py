@@ -127,6 +127,25 @@ def fields_of(record: pymarc.Record) -> list[tuple[str, object]]:
     ]
 
 
+def assert_read_as_pymarc_reads(part: ReadResult, whole: ReadResult) -> None:
+    """`part`, read with only the mapped tags, holds what pymarc read of those in `whole`
+    (a record kept as its own bytes), or all of `whole` (a record repaired as it was read,
+    or one without any of those tags)."""
+    assert part.error == whole.error
+    if whole.record is None:
+        assert part.record is None
+        return
+    assert part.record is not None
+    assert str(part.record.leader) == str(whole.record.leader)
+    wanted = [f for f in whole.record.fields if f.tag in MAPPED_TAGS]
+    if part.raw is None or not wanted:
+        wanted = whole.record.fields
+    assert [(type(f), f.control_field) for f in part.record.fields] == [
+        (type(f), f.control_field) for f in wanted
+    ]
+    assert fields_of(part.record) == fields_of(make_record("0" * 24, *wanted))
+
+
 class OnlyRead:
     """A stream that can only be read: no seek, no peek, no fileno."""
 
@@ -313,6 +332,7 @@ class TestIterMarc:
         parts = iter_marc(path, tags=MAPPED_TAGS)
         for whole, part in zip(iter_marc(path), parts, strict=True):
             assert as_imported(part) == as_imported(whole)
+            assert_read_as_pymarc_reads(part, whole)
             assert part.record is not None
             assert part.raw is not None
             assert {f.tag for f in part.record.fields} <= MAPPED_TAGS
@@ -339,6 +359,38 @@ class TestIterMarc:
             assert whole.error.startswith(error)
         assert (warning is None) == (not whole.warnings)
         assert all(warning in w for w in whole.warnings)
+
+    @pytest.mark.parametrize(
+        "name",
+        ["marc.dat", "marc8.dat", "diacritic.dat", "utf8_invalid.mrc", "bad_records.mrc"],
+    )
+    def test_the_mapped_fields_read_alone_are_what_pymarc_reads(
+        self, marc_dir: Path, name: str
+    ) -> None:
+        data = (marc_dir / name).read_bytes()
+        for whole, part in zip(read(data), read(data, tags=MAPPED_TAGS), strict=True):
+            assert_read_as_pymarc_reads(part, whole)
+
+    def test_empty_subfields_and_a_field_without_any_are_read_as_pymarc_reads_them(
+        self,
+    ) -> None:
+        # A record written by hand: 245 holds an empty subfield between two others, 650
+        # none at all (its indicators only), 001 and 500 (not mapped) are plain.
+        fields = [b"001", b"245", b"500", b"650"]
+        data = [b"ocm1\x1e", "10\x1faTïtle\x1f\x1fbsub\x1e".encode(), b"  \x1faNote\x1e", b" 0\x1e"]
+        directory, offset = b"", 0
+        for tag, body in zip(fields, data, strict=True):
+            directory += b"%s%04d%05d" % (tag, len(body), offset)
+            offset += len(body)
+        base = 24 + len(directory) + 1
+        body = directory + b"\x1e" + b"".join(data) + b"\x1d"
+        record = b"%05dnam a22%05d a 4500" % (24 + len(body), base) + body
+        [whole], [part] = read(record), read(record, tags=MAPPED_TAGS)
+        assert whole.warnings == ()
+        assert whole.raw is not None  # kept as it is: read by Shelfmark itself
+        assert_read_as_pymarc_reads(part, whole)
+        assert part.record is not None
+        assert [f.tag for f in part.record.fields] == ["001", "245", "650"]
 
     def test_nothing_is_read_before_the_first_record_is_asked_for(self) -> None:
         results = iter_marc(io.BytesIO(b"garbage"))
@@ -874,3 +926,5 @@ def test_damaged_files_never_break_reading_or_mapping(
             assert [r.error for r in rewritten] == [None]
     parts = read(data, tags=MAPPED_TAGS)
     assert [as_imported(r) for r in parts] == [as_imported(r) for r in results]
+    for part, whole in zip(parts, results, strict=True):
+        assert_read_as_pymarc_reads(part, whole)
