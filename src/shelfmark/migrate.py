@@ -18,7 +18,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+
+from shelfmark.search.index import build_missing_indexes
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The advisory lock's key: any bigint that no other code of the database's users takes.
@@ -41,12 +43,15 @@ def _upgrade(connection: Connection, revision: str) -> None:
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the database of `engine` to `revision`, in one transaction where the database
-    allows transactional DDL (PostgreSQL, SQLite), one migration at a time."""
+    allows transactional DDL (PostgreSQL, SQLite), one migration at a time; then build any
+    search index that is missing."""
     if engine.dialect.name == "sqlite":
         engine = engine.execution_options(sqlite_begin="IMMEDIATE")
     async with engine.begin() as connection:
         await _lock(connection)
         await connection.run_sync(_upgrade, revision)
+    # An import stopped while it was building them again (search.index.bulk_indexing).
+    await build_missing_indexes(async_sessionmaker(engine))
 
 
 async def _lock(connection: AsyncConnection) -> None:

@@ -16,9 +16,25 @@ from shelfmark.catalog import service as catalog_service
 from shelfmark.catalog.schemas import BibUpdate
 from shelfmark.interop.marc_import import import_file
 from shelfmark.interop.marc_read import iter_marc
-from shelfmark.search import service
-from shelfmark.search.index import BULK_AUTOMERGE, bulk_indexing, index_bibs, reindex_all
-from shelfmark.search.models import BibSearch, BibSearchSubject, bib_search_terms
+from shelfmark.search import index, service
+from shelfmark.search.index import (
+    BULK_AUTOMERGE,
+    REBUILD_MIN_BIBS,
+    build_missing_indexes,
+    bulk_indexing,
+    index_bibs,
+    reindex_all,
+)  # fmt: skip
+from shelfmark.search.models import PG_SEARCH_INDEXES, BibSearch, BibSearchSubject, bib_search_terms
+
+
+async def gin_indexes(session: AsyncSession) -> dict[str, str]:
+    """The search indexes of bib_search on PostgreSQL, by name: their definitions."""
+    query = text(
+        "SELECT indexname, indexdef FROM pg_indexes "
+        "WHERE tablename = 'bib_search' AND indexname <> 'pk_bib_search'"
+    )
+    return dict((await session.execute(query)).all())
 
 
 async def found(session: AsyncSession, q: str) -> list[int]:
@@ -100,8 +116,96 @@ class TestBulkIndexing:
         assert during == [BULK_AUTOMERGE if sqlite else None]
         assert await automerge() == (4 if sqlite else None)
 
+    @pytest.mark.postgres_only
+    async def test_postgresql_builds_the_gin_indexes_afresh_for_a_large_import(
+        self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+    ) -> None:
+        before = await gin_indexes(session)
+        assert set(before) == set(PG_SEARCH_INDEXES)
+        async with bulk_indexing(sessionmaker, expected=REBUILD_MIN_BIBS):
+            during = await gin_indexes(session)
+        assert during == {}
+        assert await gin_indexes(session) == before
+
+    @pytest.mark.postgres_only
+    async def test_postgresql_keeps_them_for_a_small_import(
+        self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+    ) -> None:
+        before = await gin_indexes(session)
+        async with bulk_indexing(sessionmaker, expected=REBUILD_MIN_BIBS - 1):
+            assert await gin_indexes(session) == before
+
+    @pytest.mark.postgres_only
+    async def test_postgresql_keeps_them_when_the_catalog_is_not_much_smaller(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        session: AsyncSession,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(index, "REBUILD_MIN_BIBS", 10)
+        await session.execute(delete(BibSearch))
+        for number in range(5):
+            await make_bib(session, title=f"Zorblax volume {number}")
+        await session.commit()
+        before = await gin_indexes(session)
+        async with bulk_indexing(sessionmaker, expected=12):  # 5 indexed > 12 / 2.5
+            assert await gin_indexes(session) == before
+        async with bulk_indexing(sessionmaker, expected=13):  # 5 indexed <= 13 / 2.5
+            assert await gin_indexes(session) == {}
+        assert await gin_indexes(session) == before
+        assert len(await found(session, "zorblax volume")) == 5
+
+    @pytest.mark.postgres_only
+    async def test_postgresql_builds_them_again_when_the_import_fails(
+        self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+    ) -> None:
+        before = await gin_indexes(session)
+        with pytest.raises(RuntimeError, match="failed"):
+            async with bulk_indexing(sessionmaker, expected=REBUILD_MIN_BIBS):
+                raise RuntimeError("the import failed")
+        assert await gin_indexes(session) == before
+
+    @pytest.mark.postgres_only
+    async def test_an_index_a_stopped_import_left_out_is_built_by_the_next(
+        self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+    ) -> None:
+        before = await gin_indexes(session)
+        await session.execute(text("DROP INDEX ix_bib_search_title_text_trgm"))
+        await session.commit()
+        async with bulk_indexing(sessionmaker):
+            assert set(await gin_indexes(session)) == set(before) - {
+                "ix_bib_search_title_text_trgm"
+            }
+        assert await gin_indexes(session) == before
+
+    async def test_with_every_index_there_nothing_is_built(
+        self, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        assert await build_missing_indexes(sessionmaker) == []
+
 
 class TestImport:
+    @pytest.mark.postgres_only
+    async def test_a_large_import_into_an_empty_catalog_is_searchable(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        session: AsyncSession,
+        marc_file: Callable[[str], Path],
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        await session.execute(delete(BibSearch))
+        await session.commit()
+        before = await gin_indexes(session)
+        monkeypatch.setattr(index, "REBUILD_MIN_BIBS", 1)  # marc.dat, about 19 records
+        with caplog.at_level("INFO", logger=index.__name__):
+            summary = await import_file(sessionmaker, marc_file("marc.dat"), actor=SYSTEM)
+        assert summary.created == 20
+        assert "Building the search indexes" in caplog.text
+        assert await gin_indexes(session) == before
+        page = await service.search(session, q="python", filters=service.SearchFilters())
+        assert page.total > 0
+
     async def test_each_batch_is_indexed(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],

@@ -16,9 +16,9 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Table, insert, inspect
+from sqlalchemy import Table, func, insert, inspect, select, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from conftest import PG_ADMIN_DSN, unreachable
 from shelfmark.catalog.models import Bib, BibIsbn
@@ -26,6 +26,8 @@ from shelfmark.db import create_engine, create_read_sessionmaker, utcnow
 from shelfmark.migrate import alembic_config, upgrade
 from shelfmark.models import Base
 from shelfmark.search import service
+from shelfmark.search.index import SEARCH_INDEX_LOCK, build_missing_indexes
+from shelfmark.search.models import PG_SEARCH_INDEXES
 from shelfmark.settings import Settings
 
 TABLES = {"bib_search", "bib_search_subjects", "bib_search_terms"}
@@ -143,3 +145,50 @@ async def test_backfill_schema_and_roundtrip(fresh_engine: AsyncEngine) -> None:
         names = set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
         assert not names & (TABLES | {"bib_fts"})
     await upgrade(fresh_engine)
+
+
+async def test_migrate_builds_the_search_indexes_an_import_left_out(
+    fresh_engine: AsyncEngine,
+) -> None:
+    """An import stopped while it had the GIN indexes dropped (search.index.bulk_indexing):
+    `shelfmark migrate` builds them; two builds at once (two imports ending) take turns."""
+    await upgrade(fresh_engine)
+    if fresh_engine.dialect.name != "postgresql":
+        assert await build_missing_indexes(async_sessionmaker(fresh_engine)) == []
+        return
+
+    async def indexes() -> dict[str, str]:
+        async with fresh_engine.connect() as connection:
+            query = text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'bib_search'"
+            )
+            return dict((await connection.execute(query)).all())
+
+    made = await indexes()
+    assert set(PG_SEARCH_INDEXES) <= set(made)
+    async with fresh_engine.begin() as connection:
+        await connection.execute(text("DROP INDEX ix_bib_search_document"))
+    await upgrade(fresh_engine)
+    assert await indexes() == made
+
+    async with fresh_engine.begin() as connection:
+        for name in PG_SEARCH_INDEXES:
+            await connection.execute(text(f"DROP INDEX {name}"))
+    maker = async_sessionmaker(fresh_engine)
+    async with fresh_engine.connect() as holder:
+        # Both calls find the indexes missing, and wait at their locks until both do.
+        for number in range(len(PG_SEARCH_INDEXES)):
+            await holder.execute(select(func.pg_advisory_lock(SEARCH_INDEX_LOCK, number)))
+        both = asyncio.gather(build_missing_indexes(maker), build_missing_indexes(maker))
+        waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        for _ in range(500):
+            if await holder.scalar(waiting) == 2 * len(PG_SEARCH_INDEXES):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the two builds never both waited")
+        await holder.execute(select(func.pg_advisory_unlock_all()))
+        await holder.commit()
+        built = await both
+    assert built == [list(PG_SEARCH_INDEXES)] * 2  # the second found each one built
+    assert await indexes() == made

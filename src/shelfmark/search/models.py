@@ -11,6 +11,8 @@ query them.
 
 from __future__ import annotations
 
+from typing import Final
+
 from sqlalchemy import Column, ForeignKey, Index, SmallInteger, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -58,3 +60,13 @@ bib_search_terms = Table(
     Column("term", String(64), nullable=False),
     Index(None, "term"),
 )
+
+
+# The GIN indexes of `bib_search` on PostgreSQL, as migration 0004 made them (name → method
+# and key). A large import into a small catalog drops them and builds them afresh when it
+# ends, and whatever finds one missing builds it (search.index.build_missing_indexes).
+PG_SEARCH_INDEXES: Final[dict[str, str]] = {
+    "ix_bib_search_document": "gin (document)",
+    "ix_bib_search_title_text_trgm": "gin (title_text gin_trgm_ops)",
+    "ix_bib_search_contributors_text_trgm": "gin (contributors_text gin_trgm_ops)",
+}
