@@ -3,6 +3,7 @@ over, and never left running."""
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from multiprocessing import spawn
@@ -123,3 +124,41 @@ def test_a_child_is_started_without_the_parent_s_main_module(
         assert "init_main_from_path" not in data
         assert "init_main_from_name" not in data
     assert sys.modules["__main__"] is main  # the real one is back
+
+
+@pytest.mark.usefixtures("in_child")
+async def test_the_first_batch_is_prepared_here_and_the_children_run_below_this_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started = []
+    real_process = marc_prepare._START.Process
+
+    def process(*args: object, **kwargs: object) -> object:
+        child = real_process(*args, **kwargs)  # type: ignore[arg-type]
+        started.append(child)
+        return child
+
+    prepared_here = []
+    real_prepare = marc_prepare.prepare
+
+    def prepare_here(*args: object, **kwargs: object) -> object:
+        prepared_here.append(kwargs)
+        return real_prepare(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(marc_prepare._START, "Process", process)
+    monkeypatch.setattr(marc_prepare, "prepare", prepare_here)
+    batches = prepared_batches(MARC_DIR / "marc.dat", 1)
+    first = await anext(batches)
+    assert [i.index for i in first.incoming] == [1]
+    assert prepared_here == [{}]  # batch 0, in this process; the children skip it
+    second = await anext(batches)
+    assert [i.index for i in second.incoming] == [2]
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    alive = [child for child in started if child.is_alive()]
+    assert alive  # each has more batches than its queue holds left to send
+    for child in alive:
+        assert child.pid is not None
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(
+            mine + marc_prepare.CHILD_NICENESS, 19
+        )
+    await batches.aclose()
