@@ -150,11 +150,19 @@ async def test_backfill_schema_and_roundtrip(fresh_engine: AsyncEngine) -> None:
 async def test_migrate_builds_the_search_indexes_an_import_left_out(
     fresh_engine: AsyncEngine,
 ) -> None:
-    """An import stopped while it had the GIN indexes dropped (search.index.bulk_indexing):
-    `shelfmark migrate` builds them; two builds at once (two imports ending) take turns."""
+    """An import stopped while it had the full-text index dropped (search.index.bulk_indexing):
+    `shelfmark migrate` builds it; two builds at once (two imports ending) take turns."""
     await upgrade(fresh_engine)
-    if fresh_engine.dialect.name != "postgresql":
-        assert await build_missing_indexes(async_sessionmaker(fresh_engine)) == []
+    assert await build_missing_indexes(async_sessionmaker(fresh_engine)) == []
+    if fresh_engine.dialect.name == "sqlite":
+        trigger = text("SELECT sql FROM sqlite_master WHERE name = 'bib_search_ai'")
+        async with fresh_engine.begin() as connection:
+            made = await connection.scalar(trigger)
+            await connection.execute(text("DROP TRIGGER bib_search_ai"))
+        await upgrade(fresh_engine)
+        async with fresh_engine.connect() as connection:
+            assert made is not None
+            assert await connection.scalar(trigger) == made
         return
 
     async def indexes() -> dict[str, str]:

@@ -62,11 +62,18 @@ bib_search_terms = Table(
 )
 
 
-# The GIN indexes of `bib_search` on PostgreSQL, as migration 0004 made them (name → method
-# and key). A large import into a small catalog drops them and builds them afresh when it
-# ends, and whatever finds one missing builds it (search.index.build_missing_indexes).
+# What indexes `bib_search` as it is written, as migration 0004 made it. A large import into
+# a small catalog drops it and builds the index afresh when it ends, and whatever finds it
+# missing does the same (search.index.bulk_indexing, build_missing_indexes).
+# PostgreSQL: the GIN indexes (name → method and key).
 PG_SEARCH_INDEXES: Final[dict[str, str]] = {
     "ix_bib_search_document": "gin (document)",
     "ix_bib_search_title_text_trgm": "gin (title_text gin_trgm_ops)",
     "ix_bib_search_contributors_text_trgm": "gin (contributors_text gin_trgm_ops)",
 }
+# SQLite: the trigger that adds each new row to the FTS5 index `bib_fts`.
+SQLITE_FTS_INSERT_TRIGGER: Final = """CREATE TRIGGER bib_search_ai AFTER INSERT ON bib_search BEGIN
+        INSERT INTO bib_fts(rowid, title_text, contributors_text, subjects_text, description_text)
+        VALUES (new.bib_id, new.title_text, new.contributors_text, new.subjects_text,
+                new.description_text);
+    END"""
