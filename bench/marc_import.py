@@ -67,6 +67,13 @@ def child(path: Path, url: str, home: str) -> None:
     print(json.dumps(figures))
 
 
+def at_least_one(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
+
+
 def import_once(path: Path, database: str) -> dict[str, float]:
     """One import of `path` into a fresh `database`, in a child process: its figures."""
     home = tempfile.mkdtemp(prefix="shelfmark-bench-")
@@ -83,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("file", nargs="?", type=Path, default=DEFAULT)
     parser.add_argument("--databases", default="sqlite,postgresql")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=at_least_one, default=3, metavar="N")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -91,7 +98,8 @@ def main() -> None:
         return
 
     databases = args.databases.split(",")
-    print(f"file: {args.file.name}")
+    count, _ = raw_parse_rate(args.file)
+    print(f"file: {args.file.name}, {count} records")
     print(
         f"{'database':11} {'raw rec/s':>10} {'records/s':>10} {'ratio':>7} {'created':>8} "
         f"{'errors':>7} {'seconds':>8} {'peak RSS MB':>12}"

@@ -15,7 +15,7 @@ from shelfmark.auth.roles import SYSTEM
 from shelfmark.catalog import service as catalog_service
 from shelfmark.catalog.schemas import BibUpdate
 from shelfmark.interop.marc_import import import_file
-from shelfmark.interop.marc_read import iter_marc
+from shelfmark.interop.marc_read import MarcFileError, iter_marc
 from shelfmark.search import index, service
 from shelfmark.search.index import (
     BULK_AUTOMERGE,
@@ -25,14 +25,22 @@ from shelfmark.search.index import (
     index_bibs,
     reindex_all,
 )  # fmt: skip
-from shelfmark.search.models import PG_SEARCH_INDEXES, BibSearch, BibSearchSubject, bib_search_terms
+from shelfmark.search.models import (
+    PG_SEARCH_INDEXES,
+    SQLITE_FTS_TRIGGERS,
+    BibSearch,
+    BibSearchSubject,
+    bib_search_terms,
+)
 
 
 async def full_text_index(session: AsyncSession) -> dict[str, str]:
     """What indexes bib_search as it is written, by name: on PostgreSQL the GIN indexes, on
-    SQLite the trigger that fills bib_fts; their definitions."""
+    SQLite the triggers that keep bib_fts in step; their definitions."""
     if session.get_bind().dialect.name == "sqlite":
-        query = text("SELECT name, sql FROM sqlite_master WHERE name = 'bib_search_ai'")
+        query = text(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'bib_search'"
+        )
     else:
         query = text(
             "SELECT indexname, indexdef FROM pg_indexes "
@@ -124,7 +132,7 @@ class TestBulkIndexing:
         self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
     ) -> None:
         before = await full_text_index(session)
-        assert set(before) in ({"bib_search_ai"}, set(PG_SEARCH_INDEXES))
+        assert set(before) in (set(SQLITE_FTS_TRIGGERS), set(PG_SEARCH_INDEXES))
         async with bulk_indexing(sessionmaker, expected=REBUILD_MIN_BIBS):
             during = await full_text_index(session)
         assert during == {}
@@ -157,6 +165,46 @@ class TestBulkIndexing:
             await session.commit()
         assert await full_text_index(session) == before
         assert len(await found(session, "zorblax volume")) == 6
+
+    async def test_bibs_written_while_it_is_dropped_are_found_after(
+        self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+    ) -> None:
+        """Created, changed and deleted meanwhile (an import's update, a librarian's edit):
+        on SQLite a deleted row that FTS5 never indexed must not reach it."""
+        await session.execute(delete(BibSearch))
+        await session.commit()
+        async with bulk_indexing(sessionmaker, expected=REBUILD_MIN_BIBS):
+            kept = await make_bib(session, title="Zorblax kept")
+            changed = await make_bib(session, title="Zorblax draft")
+            gone = await make_bib(session, title="Zorblax gone")
+            await session.commit()
+            data = BibUpdate(title="Zorblax final")
+            await catalog_service.update_bib(session, actor=SYSTEM, bib=changed, data=data)
+            await catalog_service.delete_bib(session, actor=SYSTEM, bib=gone)
+            await session.commit()
+        assert sorted(await found(session, "zorblax")) == sorted([kept.id, changed.id])
+        assert await found(session, "zorblax final") == [changed.id]
+        assert await found(session, "zorblax draft") == []
+        if session.get_bind().dialect.name == "sqlite":
+            check = "INSERT INTO bib_fts(bib_fts, rank) VALUES ('integrity-check', 1)"
+            await session.execute(text(check))
+
+    async def test_a_file_that_is_not_marc_leaves_it_alone(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        session: AsyncSession,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        monkeypatch.setattr(index, "REBUILD_MIN_BIBS", 1)
+        path = tmp_path / "letter.mrc"
+        path.write_bytes(b"Dear librarian, this is a letter, not a catalogue.\n" * 100)
+        before = await full_text_index(session)
+        with caplog.at_level("INFO", logger=index.__name__), pytest.raises(MarcFileError):
+            await import_file(sessionmaker, path, actor=SYSTEM)
+        assert "Building the search index" not in caplog.text  # it was never dropped
+        assert await full_text_index(session) == before
 
     async def test_a_failed_import_builds_it_again(
         self, sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
@@ -240,6 +288,16 @@ class TestImport:
 
 
 class TestReindexAll:
+    async def test_builds_what_a_stopped_import_left_out(self, session: AsyncSession) -> None:
+        before = await full_text_index(session)
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        for name in before:
+            await session.execute(text(f"DROP {'TRIGGER' if sqlite else 'INDEX'} {name}"))
+        bib = await make_bib(session, title="Zorblax left out")
+        await reindex_all(session)
+        assert await full_text_index(session) == before
+        assert await found(session, "zorblax left out") == [bib.id]
+
     async def test_rebuilds_a_lost_index(self, session: AsyncSession) -> None:
         bib = await make_bib(session, title="Zorblax rebuilt", subjects=["Quillons"])
         await session.execute(delete(BibSearchSubject))

@@ -353,9 +353,12 @@ async def import_file(
     items_branch: str | None = None,
     on_progress: Callable[[ImportSummary], None] | None = None,
     batch_size: int = BATCH_SIZE,
+    expected: int | None = None,
 ) -> ImportSummary:
     """Stream a MARC file into the catalog, one transaction per batch (batches already
     prepared when one is taken are joined to it, up to JOIN_READY); audited once.
+    `expected` is how many records the file holds, if known (else estimated from its size):
+    a large import into a small catalog builds the search index at its end (bulk_indexing).
 
     Raises MarcFileError (before writing anything) when the file cannot be read as MARC,
     and BranchNotFound when `items_branch` names no branch.
@@ -366,13 +369,19 @@ async def import_file(
             await require_branch_by_code(session, items_branch)
     summary = ImportSummary()
     known_terms: set[str] = set()
+    if expected is None:
+        expected = _expected_records(source)
     with _heap_frozen():
-        async with bulk_indexing(maker, expected=_expected_records(source)):
-            # Closed at once when a batch fails: its children stop then, not when the
-            # generator is collected.
-            batches = prepared_batches(source, batch_size, join_ready=JOIN_READY)
-            async with contextlib.aclosing(batches):
-                async for batch in batches:
+        # Closed at once when a batch fails: its children stop then, not when the
+        # generator is collected.
+        batches = prepared_batches(source, batch_size, join_ready=JOIN_READY)
+        async with contextlib.aclosing(batches):
+            # The first batch is read before the index is touched: a file that is not MARC
+            # fails here, having changed nothing.
+            first = await anext(batches, None)
+            async with bulk_indexing(maker, expected=expected):
+                batch = first
+                while batch is not None:
                     async with session_scope(maker) as session:
                         await import_batch(
                             session, actor=actor, batch=batch, summary=summary,
@@ -380,6 +389,7 @@ async def import_file(
                         )  # fmt: skip
                     if on_progress:
                         on_progress(summary)
+                    batch = await anext(batches, None)
     async with session_scope(maker) as session:
         name = source.name if isinstance(source, Path) else getattr(source, "name", "upload")
         await audit.record(

@@ -121,7 +121,7 @@ async def run_marc_import(ctx: JobContext, params: MarcImportParams) -> dict[str
     try:
         summary = await import_file(
             ctx.sessions, path, actor=ctx.actor, items_branch=params.items_branch,
-            on_progress=lambda s: ctx.progress(s.read),
+            on_progress=lambda s: ctx.progress(s.read), expected=total,
         )  # fmt: skip
     except MarcFileError as exc:
         raise UnreadableMarc(f"{name}: {exc}") from exc

@@ -28,7 +28,7 @@ from shelfmark.catalog.models import Bib, Item
 from shelfmark.db import insert_rows, session_scope
 from shelfmark.search.models import (
     PG_SEARCH_INDEXES,
-    SQLITE_FTS_INSERT_TRIGGER,
+    SQLITE_FTS_TRIGGERS,
     BibSearch,
     BibSearchSubject,
     bib_search_terms,
@@ -40,7 +40,7 @@ REINDEX_BATCH = 2_000
 BULK_AUTOMERGE = 16
 _FTS_DEFAULT_AUTOMERGE = 4
 KNOWN_TERMS_LIMIT = 500_000  # words an import remembers as indexed (about 40 MB)
-# An import of at least REBUILD_MIN_BIBS records into a catalog that has fewer than one
+# An import of at least REBUILD_MIN_BIBS records into a catalog that has at most one
 # indexed bib for every REBUILD_RATIO of them builds the full-text index afresh at its end
 # (see bulk_indexing).
 REBUILD_MIN_BIBS = 5_000
@@ -152,8 +152,12 @@ async def reindex_all(session: AsyncSession, *, batch_size: int = REINDEX_BATCH)
         after = rows[-1]["id"]
     if session.get_bind().dialect.name == "sqlite":
         # Rebuilt from bib_search itself, so that an FTS index that had drifted (a restored
-        # file, a bug) is made whole again and not only appended to.
-        await session.execute(_REBUILD_FTS)
+        # file, a bug, an import stopped while its triggers were dropped) is made whole
+        # again and not only appended to.
+        await _restore_fts(session)
+    else:
+        for name in await _missing_gin_indexes(session):
+            await _create_index(session, name)
     return count
 
 
@@ -175,13 +179,16 @@ async def bulk_indexing(
     batch (measured a record: PostgreSQL's GIN indexes 45 µs added to, 30 built, the build
     spread over three connections; SQLite's FTS5 40 µs, 13 built). When the import is
     large and the catalog small (REBUILD_MIN_BIBS, REBUILD_RATIO), PostgreSQL's GIN indexes
-    are dropped, and SQLite's trigger that fills `bib_fts`; both are built again at the end.
-    Meanwhile, searches on PostgreSQL find the same bibs, more slowly; on SQLite they find
-    the new bibs once the import ends. At the end, whatever is missing is built, whether
-    this import dropped it or one that was stopped did (`shelfmark migrate` builds it too).
+    are dropped, and SQLite's triggers that keep `bib_fts` in step (all three: the delete
+    of a row that was never indexed corrupts FTS5's counts); both are built again at the
+    end. Meanwhile, searches on PostgreSQL find the same bibs, more slowly; on SQLite the
+    bibs written meanwhile (the import's, and any other changed) are found once it ends. At
+    the end, whatever is missing is built, whether this import dropped it or one that was
+    stopped did (`shelfmark reindex` and `shelfmark migrate` build it too).
 
-    Both are undone also when the import fails; if that fails too, the import's own error
-    is raised and this one logged.
+    Both are undone also when the import fails (or is cancelled); if that fails too, the
+    import's own error is raised and this one logged. After a bulk write that succeeded, a
+    failure to build is logged, not raised: what was written stays written.
     """
     async with session_scope(maker) as session:
         dialect = session.get_bind().dialect.name
@@ -193,7 +200,8 @@ async def bulk_indexing(
                 previous = _FTS_DEFAULT_AUTOMERGE
             await session.execute(_SET_FTS_AUTOMERGE, {"value": BULK_AUTOMERGE})
             if await _worth_rebuilding(session, expected):
-                await session.execute(text("DROP TRIGGER IF EXISTS bib_search_ai"))
+                for name in SQLITE_FTS_TRIGGERS:  # all: a delete of a row never indexed
+                    await session.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
         elif dialect == "postgresql" and await _worth_rebuilding(session, expected):
             for name in PG_SEARCH_INDEXES:
                 await session.execute(text(f"DROP INDEX IF EXISTS {name}"))
@@ -212,12 +220,20 @@ async def bulk_indexing(
         except Exception:
             log.exception("After a failed bulk write, the search index could not be restored")
         raise
-    await done()
+    try:
+        await done()
+    except Exception:
+        # What was written stays written: an error here would have a job run it all again.
+        log.exception(
+            "The search index could not be built after a bulk write; the next import, "
+            "`shelfmark reindex` or `shelfmark migrate` builds it"
+        )
 
 
 async def _worth_rebuilding(session: AsyncSession, expected: int) -> bool:
     """Whether an import of `expected` records is large enough, and the catalog small
-    enough, that building the GIN indexes afresh costs less than adding to them."""
+    enough (at most one indexed bib for every REBUILD_RATIO records), that building the
+    full-text index afresh costs less than adding to it."""
     if expected < REBUILD_MIN_BIBS:
         return False
     most = int(expected / REBUILD_RATIO)
@@ -226,26 +242,30 @@ async def _worth_rebuilding(session: AsyncSession, expected: int) -> bool:
 
 
 async def build_missing_indexes(maker: async_sessionmaker[AsyncSession]) -> list[str]:
-    """Build what indexes `bib_search` where it is missing, and return its names.
+    """Build what indexes `bib_search` where it is missing, and return what was missing.
 
     PostgreSQL: the GIN indexes, side by side (one connection each, unless `maker` is
-    bound to one connection). SQLite: the trigger that fills `bib_fts`, and `bib_fts` from
-    all of `bib_search` ('rebuild'), in one transaction. Before migration 0004 there is
-    nothing to build."""
+    bound to one connection). Each build holds the table's SHARE lock: writes to
+    `bib_search` wait for it (5.5 s for 250,000 bibs). SQLite: the triggers that keep
+    `bib_fts` in step, and `bib_fts` rebuilt from all of `bib_search`, in one transaction
+    that holds the write lock throughout (0.8 s for 62,000 bibs). Before migration 0004
+    there is nothing to build."""
     async with session_scope(maker) as session:
         dialect = session.get_bind().dialect.name
         if dialect == "sqlite":
-            if not await session.scalar(_HAS_FTS) or await session.scalar(_HAS_FTS_TRIGGER):
+            if not await _missing_fts_triggers(session):
                 return []
-            log.info("Building the search index bib_fts")
-            await session.execute(text(SQLITE_FTS_INSERT_TRIGGER))
-            await session.execute(_REBUILD_FTS)
-            invalidate(session, [SEARCH_CATALOG_KEY])  # the new bibs are found from now on
-            return ["bib_fts"]
-        if dialect != "postgresql" or not await session.scalar(_HAS_DOCUMENT):
+        elif dialect != "postgresql":
             return []
-        present = set((await session.scalars(_PRESENT_INDEXES)).all())
-    missing = [name for name in PG_SEARCH_INDEXES if name not in present]
+        else:
+            missing = await _missing_gin_indexes(session)
+    if dialect == "sqlite":
+        log.info("Building the search index bib_fts")
+        async with session_scope(maker) as session:
+            # Written to at once, so that no other writer comes between the check and it.
+            await session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+            await _restore_fts(session)
+        return ["bib_fts"]
     if not missing:
         return []
     log.info("Building the search indexes %s", ", ".join(missing))
@@ -256,28 +276,54 @@ async def build_missing_indexes(maker: async_sessionmaker[AsyncSession]) -> list
     results = await asyncio.gather(
         *(_build_index(maker, name) for name in missing), return_exceptions=True
     )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+    failed = [result for result in results if isinstance(result, BaseException)]
+    for error in failed[1:]:
+        log.error("Building a search index failed too", exc_info=error)
+    if failed:
+        raise failed[0]
     return missing
+
+
+async def _missing_fts_triggers(session: AsyncSession) -> list[str]:
+    if not await session.scalar(_HAS_FTS):
+        return []
+    present = set((await session.scalars(_PRESENT_TRIGGERS)).all())
+    return [name for name in SQLITE_FTS_TRIGGERS if name not in present]
+
+
+async def _restore_fts(session: AsyncSession) -> None:
+    """The missing FTS triggers made, and `bib_fts` rebuilt from `bib_search`."""
+    for name in await _missing_fts_triggers(session):
+        await session.execute(text(SQLITE_FTS_TRIGGERS[name]))
+    await session.execute(_REBUILD_FTS)
+    invalidate(session, [SEARCH_CATALOG_KEY])  # bibs left out are found from now on
+
+
+async def _missing_gin_indexes(session: AsyncSession) -> list[str]:
+    if not await session.scalar(_HAS_DOCUMENT):
+        return []
+    present = set((await session.scalars(_PRESENT_INDEXES)).all())
+    return [name for name in PG_SEARCH_INDEXES if name not in present]
 
 
 async def _build_index(maker: async_sessionmaker[AsyncSession], name: str) -> None:
     async with session_scope(maker) as session:
-        number = list(PG_SEARCH_INDEXES).index(name)
-        await session.execute(select(func.pg_advisory_xact_lock(SEARCH_INDEX_LOCK, number)))
-        await session.execute(
-            text(f"CREATE INDEX IF NOT EXISTS {name} ON bib_search USING {PG_SEARCH_INDEXES[name]}")
-        )
+        await _create_index(session, name)
+
+
+async def _create_index(session: AsyncSession, name: str) -> None:
+    number = list(PG_SEARCH_INDEXES).index(name)
+    await session.execute(select(func.pg_advisory_xact_lock(SEARCH_INDEX_LOCK, number)))
+    await session.execute(
+        text(f"CREATE INDEX IF NOT EXISTS {name} ON bib_search USING {PG_SEARCH_INDEXES[name]}")
+    )
 
 
 _FTS_AUTOMERGE = text("SELECT v FROM bib_fts_config WHERE k = 'automerge'")
 _SET_FTS_AUTOMERGE = text("INSERT INTO bib_fts(bib_fts, rank) VALUES ('automerge', :value)")
 _INDEXED_UP_TO = text("SELECT count(*) FROM (SELECT 1 FROM bib_search LIMIT :most) AS indexed")
 _HAS_FTS = text("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'bib_fts')")
-_HAS_FTS_TRIGGER = text(
-    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'bib_search_ai')"
-)
+_PRESENT_TRIGGERS = text("SELECT name FROM sqlite_master WHERE type = 'trigger'")
 _REBUILD_FTS = text("INSERT INTO bib_fts(bib_fts) VALUES ('rebuild')")
 _HAS_DOCUMENT = text(
     "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('bib_search') "

@@ -65,15 +65,34 @@ bib_search_terms = Table(
 # What indexes `bib_search` as it is written, as migration 0004 made it. A large import into
 # a small catalog drops it and builds the index afresh when it ends, and whatever finds it
 # missing does the same (search.index.bulk_indexing, build_missing_indexes).
-# PostgreSQL: the GIN indexes (name → method and key).
+# PostgreSQL: the GIN indexes (name → method and key). A migration that changes any of these
+# must change them here too.
 PG_SEARCH_INDEXES: Final[dict[str, str]] = {
     "ix_bib_search_document": "gin (document)",
     "ix_bib_search_title_text_trgm": "gin (title_text gin_trgm_ops)",
     "ix_bib_search_contributors_text_trgm": "gin (contributors_text gin_trgm_ops)",
 }
-# SQLite: the trigger that adds each new row to the FTS5 index `bib_fts`.
-SQLITE_FTS_INSERT_TRIGGER: Final = """CREATE TRIGGER bib_search_ai AFTER INSERT ON bib_search BEGIN
+# SQLite: the triggers that keep the FTS5 index `bib_fts` in step with `bib_search` (name →
+# DDL). A migration that changes any of these must change them here too.
+SQLITE_FTS_TRIGGERS: Final[dict[str, str]] = {
+    "bib_search_ai": """CREATE TRIGGER bib_search_ai AFTER INSERT ON bib_search BEGIN
         INSERT INTO bib_fts(rowid, title_text, contributors_text, subjects_text, description_text)
         VALUES (new.bib_id, new.title_text, new.contributors_text, new.subjects_text,
                 new.description_text);
-    END"""
+    END""",
+    "bib_search_ad": """CREATE TRIGGER bib_search_ad AFTER DELETE ON bib_search BEGIN
+        INSERT INTO bib_fts(bib_fts, rowid, title_text, contributors_text, subjects_text,
+                            description_text)
+        VALUES ('delete', old.bib_id, old.title_text, old.contributors_text, old.subjects_text,
+                old.description_text);
+    END""",
+    "bib_search_au": """CREATE TRIGGER bib_search_au AFTER UPDATE ON bib_search BEGIN
+        INSERT INTO bib_fts(bib_fts, rowid, title_text, contributors_text, subjects_text,
+                            description_text)
+        VALUES ('delete', old.bib_id, old.title_text, old.contributors_text, old.subjects_text,
+                old.description_text);
+        INSERT INTO bib_fts(rowid, title_text, contributors_text, subjects_text, description_text)
+        VALUES (new.bib_id, new.title_text, new.contributors_text, new.subjects_text,
+                new.description_text);
+    END""",
+}
