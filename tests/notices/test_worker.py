@@ -143,7 +143,11 @@ async def test_a_worker_killed_mid_run_then_restarted_sends_each_notice_once(
     assert finished.attempts == 2
     assert finished.result is not None
     assert finished.result["written"] == 0  # the first run wrote them all
-    assert finished.result["sent"] == LOANS - delivered_before
+    # The second run sent none of what the first had delivered. With every message delivered
+    # once (below), the two runs' shares add up to LOANS; the first run's share is at least
+    # the count above, not always exactly it: a message the dead worker had written can
+    # still reach the sink later (seen in a fresh clone: one, seconds after the kill).
+    assert 0 < finished.result["sent"] <= LOANS - delivered_before
     assert await home.notices() == await home.notices("sent") == LOANS
     counts = Counter(message.message_id for message in smtp.messages())
     assert len(counts) == LOANS
