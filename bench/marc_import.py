@@ -98,8 +98,7 @@ def main() -> None:
         return
 
     databases = args.databases.split(",")
-    count, _ = raw_parse_rate(args.file)
-    print(f"file: {args.file.name}, {count} records")
+    print(f"file: {args.file.name}")
     print(
         f"{'database':11} {'raw rec/s':>10} {'records/s':>10} {'ratio':>7} {'created':>8} "
         f"{'errors':>7} {'seconds':>8} {'peak RSS MB':>12}"
@@ -108,7 +107,7 @@ def main() -> None:
     peaks: dict[str, float] = dict.fromkeys(databases, 0.0)
     for _ in range(args.repeat):
         for database in databases:
-            _, raw = raw_parse_rate(args.file)
+            count, raw = raw_parse_rate(args.file)
             figures = import_once(args.file, database)
             rate = figures["read"] / figures["seconds"]
             ratios[database].append(rate / raw)
@@ -119,7 +118,10 @@ def main() -> None:
                 f"{figures['peak_rss_mb']:12.0f}",
                 flush=True,
             )
-    print(f"summary over {args.repeat} run(s): median ratio (range), largest peak RSS")
+    print(
+        f"summary of {count} records, over {args.repeat} run(s): median ratio (range), "
+        "largest peak RSS"
+    )
     for database in databases:
         values = ratios[database]
         print(

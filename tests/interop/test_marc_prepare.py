@@ -7,6 +7,7 @@ import os
 import sys
 import types
 from multiprocessing import spawn
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,21 @@ from shelfmark.interop.marc_read import MarcFileError
 def in_child(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every file is prepared in a child process, however small."""
     monkeypatch.setattr(marc_prepare, "CHILD_MIN_BYTES", 0)
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[BaseProcess]:
+    """The child processes prepared_batches starts, as it starts them."""
+    children: list[BaseProcess] = []
+    real_process = marc_prepare._START.Process
+
+    def process(*args: object, **kwargs: object) -> object:
+        child = real_process(*args, **kwargs)  # type: ignore[arg-type]
+        children.append(child)
+        return child
+
+    monkeypatch.setattr(marc_prepare._START, "Process", process)
+    return children
 
 
 def summary(batches: list[PreparedBatch]) -> list[tuple[int, list[int], list[int], list[str]]]:
@@ -54,16 +70,7 @@ async def test_a_file_that_is_not_marc_fails_as_in_process(tmp_path: Path) -> No
 
 
 @pytest.mark.usefixtures("in_child")
-async def test_stopping_early_stops_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
-    started = []
-    real_process = marc_prepare._START.Process
-
-    def process(*args: object, **kwargs: object) -> object:
-        child = real_process(*args, **kwargs)  # type: ignore[arg-type]
-        started.append(child)
-        return child
-
-    monkeypatch.setattr(marc_prepare._START, "Process", process)
+async def test_stopping_early_stops_the_child(started: list[BaseProcess]) -> None:
     batches = prepared_batches(MARC_DIR / "marc.dat", 1)
     first = await anext(batches)
     assert first.read == 1
@@ -128,16 +135,8 @@ def test_a_child_is_started_without_the_parent_s_main_module(
 
 @pytest.mark.usefixtures("in_child")
 async def test_the_first_batch_is_prepared_here_and_the_children_run_below_this_process(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, started: list[BaseProcess]
 ) -> None:
-    started = []
-    real_process = marc_prepare._START.Process
-
-    def process(*args: object, **kwargs: object) -> object:
-        child = real_process(*args, **kwargs)  # type: ignore[arg-type]
-        started.append(child)
-        return child
-
     prepared_here = []
     real_prepare = marc_prepare.prepare
 
@@ -145,7 +144,6 @@ async def test_the_first_batch_is_prepared_here_and_the_children_run_below_this_
         prepared_here.append(kwargs)
         return real_prepare(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(marc_prepare._START, "Process", process)
     monkeypatch.setattr(marc_prepare, "prepare", prepare_here)
     batches = prepared_batches(MARC_DIR / "marc.dat", 1)
     first = await anext(batches)

@@ -49,6 +49,13 @@ async def full_text_index(session: AsyncSession) -> dict[str, str]:
     return dict((await session.execute(query)).all())
 
 
+async def assert_fts_in_step(session: AsyncSession) -> None:
+    """On SQLite, bib_fts holds all of bib_search and nothing else (FTS5 raises if not)."""
+    if session.get_bind().dialect.name == "sqlite":
+        check = "INSERT INTO bib_fts(bib_fts, rank) VALUES ('integrity-check', 1)"
+        await session.execute(text(check))
+
+
 async def found(session: AsyncSession, q: str) -> list[int]:
     page = await service.search(session, q=q, filters=service.SearchFilters())
     return [hit.id for hit in page.items]
@@ -185,9 +192,7 @@ class TestBulkIndexing:
         assert sorted(await found(session, "zorblax")) == sorted([kept.id, changed.id])
         assert await found(session, "zorblax final") == [changed.id]
         assert await found(session, "zorblax draft") == []
-        if session.get_bind().dialect.name == "sqlite":
-            check = "INSERT INTO bib_fts(bib_fts, rank) VALUES ('integrity-check', 1)"
-            await session.execute(text(check))
+        await assert_fts_in_step(session)
 
     async def test_a_file_that_is_not_marc_leaves_it_alone(
         self,
@@ -255,9 +260,7 @@ class TestImport:
         assert await full_text_index(session) == before
         page = await service.search(session, q="python", filters=service.SearchFilters())
         assert page.total > 0
-        if session.get_bind().dialect.name == "sqlite":  # bib_fts is whole and in step
-            check = "INSERT INTO bib_fts(bib_fts, rank) VALUES ('integrity-check', 1)"
-            await session.execute(text(check))
+        await assert_fts_in_step(session)
 
     async def test_each_batch_is_indexed(
         self,

@@ -29,7 +29,7 @@ from shelfmark.catalog.models import Bib, BibIsbn, Branch, Item
 from shelfmark.catalog.service import require_branch_by_code
 from shelfmark.db import insert_rows, session_scope, utcnow
 from shelfmark.interop.marc_map import HoldingData
-from shelfmark.interop.marc_prepare import Incoming, PreparedBatch, prepared_batches
+from shelfmark.interop.marc_prepare import Incoming, PreparedBatch, file_size, prepared_batches
 from shelfmark.search.index import bulk_indexing, index_bibs, index_prepared
 
 BATCH_SIZE = 500
@@ -403,12 +403,7 @@ async def import_file(
 
 def _expected_records(source: Path | BinaryIO) -> int:
     """About how many records `source` holds, from its size (0 for a stream)."""
-    if not isinstance(source, Path):
-        return 0
-    try:
-        return source.stat().st_size // BYTES_PER_RECORD
-    except OSError:
-        return 0  # the reader says what is wrong with it
+    return file_size(source) // BYTES_PER_RECORD if isinstance(source, Path) else 0
 
 
 @contextlib.contextmanager

@@ -186,7 +186,7 @@ async def prepared_batches(
     then has one to write at once, where it waited a fifth of a second, a tenth of a
     10,000-record import, for a child's first.
     """
-    if not isinstance(source, Path) or _size(source) < CHILD_MIN_BYTES:
+    if not isinstance(source, Path) or file_size(source) < CHILD_MIN_BYTES:
         for batch in prepare(source, batch_size):
             yield batch
         return
@@ -297,7 +297,9 @@ def _bare_main() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
-def _size(path: Path) -> int:
+def file_size(path: Path) -> int:
+    """The size of the file at `path` in bytes; 0 when it cannot be read (the reader then
+    says why)."""
     try:
         return path.stat().st_size
     except OSError:

@@ -253,12 +253,13 @@ async def build_missing_indexes(maker: async_sessionmaker[AsyncSession]) -> list
     async with session_scope(maker) as session:
         dialect = session.get_bind().dialect.name
         if dialect == "sqlite":
-            if not await _missing_fts_triggers(session):
-                return []
-        elif dialect != "postgresql":
-            return []
-        else:
+            missing = await _missing_fts_triggers(session)
+        elif dialect == "postgresql":
             missing = await _missing_gin_indexes(session)
+        else:
+            missing = []
+    if not missing:
+        return []
     if dialect == "sqlite":
         log.info("Building the search index bib_fts")
         async with session_scope(maker) as session:
@@ -266,8 +267,6 @@ async def build_missing_indexes(maker: async_sessionmaker[AsyncSession]) -> list
             await session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
             await _restore_fts(session)
         return ["bib_fts"]
-    if not missing:
-        return []
     log.info("Building the search indexes %s", ", ".join(missing))
     if isinstance(maker.kw.get("bind"), AsyncConnection):  # sessions that take turns
         for name in missing:
